@@ -1,0 +1,29 @@
+//! The server-independent core of pg_session_auth.
+//!
+//! Everything that decides whether a token is trusted lives here as plain Rust: parsing a
+//! compact JWS, turning key text (PEM or JWK) into a verifier, picking the key for a token,
+//! checking the signature through `jsonwebtoken`'s verifiers, and applying the claim rules at a
+//! clock value the caller passes in. The PostgreSQL extension is a thin layer over this crate:
+//! it supplies the keyring, the settings and the clock, and maps [`VerifyError`] to SQLSTATEs.
+
+mod algorithm;
+mod claims;
+mod error;
+mod jwk;
+mod key;
+mod keyring;
+mod token;
+mod verify;
+
+pub use algorithm::{Algorithm, KeyKind};
+pub use claims::{check_claims, ClaimRules};
+pub use error::{KeyError, Rejection, VerifyError};
+pub use jwk::{check_kid, parse_jwks, JwksEntry, MAX_JWKS_KEYS, MAX_KID_BYTES};
+pub use key::{parse_key, StoredKey, VerifyingKey};
+pub use keyring::{KeyEntry, Keyring};
+pub use token::{parse_compact, CompactJws, Header};
+pub use verify::{verify, Policy};
+
+/// Claims of a verified token: the payload's JSON object, duplicate names resolved by the
+/// parser (the last one wins, as in PostgreSQL's `jsonb`).
+pub type Claims = serde_json::Map<String, serde_json::Value>;

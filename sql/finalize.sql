@@ -1,0 +1,45 @@
+-- Runs after the generated function definitions: triggers, SQL-language functions and the
+-- privileges of everything.
+
+-- Every backend drops its cached keyring when auth.keys changes (see src/keyring.rs).
+create trigger keys_invalidate_cache
+    after insert or update or delete or truncate on auth.keys
+    for each statement execute function auth.invalidate_cached_state();
+
+create function auth.retire_key(kid text) returns boolean
+    language sql volatile security definer
+    set search_path = pg_catalog, pg_temp
+as $$
+    with retired as (
+        update auth.keys as k set retired_at = pg_catalog.now()
+        where k.kid = retire_key.kid and k.retired_at is null
+        returning 1
+    )
+    select exists (select from retired)
+$$;
+comment on function auth.retire_key(text) is 'Retires a key: tokens signed with it are rejected from then on. False when no active key has that kid.';
+
+create function auth.jwks() returns jsonb
+    language sql stable security definer
+    set search_path = pg_catalog, pg_temp
+as $$
+    select pg_catalog.jsonb_build_object('keys', coalesce(
+        pg_catalog.jsonb_agg(k.public_jwk || pg_catalog.jsonb_build_object('kid', k.kid) order by k.kid),
+        '[]'::jsonb))
+    from auth.keys as k
+    where k.retired_at is null and k.public_jwk is not null
+$$;
+comment on function auth.jwks() is 'The public JWKS of the active asymmetric keys. Never contains an HMAC secret.';
+
+-- Key management: owner, superusers and session_auth_admin only.
+revoke execute on function auth.add_key(text, text, text) from public;
+revoke execute on function auth.import_jwks(jsonb) from public;
+revoke execute on function auth.retire_key(text) from public;
+grant execute on function auth.add_key(text, text, text) to session_auth_admin;
+grant execute on function auth.import_jwks(jsonb) to session_auth_admin;
+grant execute on function auth.retire_key(text) to session_auth_admin;
+
+-- The trigger function is no API.
+revoke execute on function auth.invalidate_cached_state() from public;
+
+grant usage on schema auth to public;

@@ -1,0 +1,44 @@
+//! pg_session_auth: JWTs verified inside PostgreSQL.
+//!
+//! Layout: `api/` is what SQL sees; `verification`, `keyring` and `spi_read` connect it to
+//! the server (settings, clock, cached keyring, reads of the extension's tables); `errors`
+//! maps failures to SQLSTATEs; the token/key/claim rules themselves live in the
+//! server-independent `pg_session_auth_core` crate.
+
+use pgrx::prelude::*;
+
+mod api;
+mod errors;
+mod gucs;
+mod keyring;
+mod spi_read;
+mod verification;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::register();
+    keyring::register_invalidation_callback();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+/// Settings and one-off set-up of the `cargo pgrx test` cluster, kept in `pg_test_config/`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        include_str!("../pg_test_config/postgresql.conf")
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect()
+    }
+}

@@ -1,0 +1,36 @@
+//! One verification as the SQL functions perform it: the trusted settings, the statement's
+//! clock and the cached keyring, handed to the core.
+
+use pg_session_auth_core::{verify, ClaimRules, Claims, Policy};
+use pgrx::pg_sys;
+
+use crate::{errors, gucs, keyring};
+
+/// Seconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const POSTGRES_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
+
+/// The current statement's start time, in Unix seconds: every check in one statement uses
+/// the same clock, and a new statement sees time move on.
+pub fn statement_time() -> i64 {
+    let micros = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+    micros.div_euclid(1_000_000) + POSTGRES_EPOCH_UNIX_SECONDS
+}
+
+/// Verifies `token` or raises the documented error.
+pub fn verify_or_raise(token: &str) -> Claims {
+    let issuer = gucs::issuer();
+    let audience = gucs::audience();
+    let policy = Policy {
+        max_token_bytes: gucs::max_token_bytes(),
+        claims: ClaimRules {
+            leeway: gucs::leeway(),
+            issuer: issuer.as_deref(),
+            audience: audience.as_deref(),
+        },
+    };
+    let now = statement_time();
+    match keyring::with_keyring(|keys| verify(token, keys, &policy, now)) {
+        Ok(claims) => claims,
+        Err(error) => errors::raise_verify_error(&error),
+    }
+}
