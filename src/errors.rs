@@ -53,5 +53,10 @@ pub fn raise_invalid_parameter(message: impl Into<String>, detail: Option<String
 }
 
 pub fn raise_key_error(error: &KeyError) -> ! {
-    raise_invalid_parameter(format!("unusable key: {error}"), None)
+    let what = match error {
+        KeyError::InvalidKid => "invalid kid",
+        KeyError::InvalidJwks(_) => "invalid JWKS",
+        _ => "unusable key",
+    };
+    raise_invalid_parameter(format!("{what}: {error}"), None)
 }

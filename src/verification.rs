@@ -1,7 +1,7 @@
 //! One verification as the SQL functions perform it: the trusted settings, the statement's
 //! clock and the cached keyring, handed to the core.
 
-use pg_session_auth_core::{verify, ClaimRules, Claims, Policy};
+use pg_session_auth_core::{verify, ClaimRules, Claims, Policy, Rejection, VerifyError};
 use pgrx::pg_sys;
 
 use crate::{errors, gucs, keyring};
@@ -16,8 +16,14 @@ pub fn statement_time() -> i64 {
     micros.div_euclid(1_000_000) + POSTGRES_EPOCH_UNIX_SECONDS
 }
 
-/// Verifies `token` or raises the documented error.
-pub fn verify_or_raise(token: &str) -> Claims {
+/// Verifies `token` or raises the documented error. A NULL token is a malformed one: no
+/// caller may read a NULL result as "no identity, carry on".
+pub fn verify_or_raise(token: Option<&str>) -> Claims {
+    let Some(token) = token else {
+        errors::raise_verify_error(&VerifyError::Rejected(Rejection::Malformed(
+            "The token is NULL.",
+        )));
+    };
     let issuer = gucs::issuer();
     let audience = gucs::audience();
     let policy = Policy {

@@ -135,6 +135,10 @@ pub enum KeyError {
     PrivateKeyMaterial,
     #[error("the key is not usable for signatures: {0}")]
     NotForSignatures(String),
-    #[error("invalid key: {0}")]
+    #[error("{0}")]
     Invalid(String),
+    #[error("a kid must be 1 to {max} bytes without control characters", max = crate::MAX_KID_BYTES)]
+    InvalidKid,
+    #[error("{0}")]
+    InvalidJwks(String),
 }

@@ -67,7 +67,7 @@ impl PublicKeyParams {
             PublicKeyParams::Rsa { n, e } => {
                 let n = strip_leading_zeros(n);
                 let e = strip_leading_zeros(e);
-                let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+                let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
                 if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
                     return Err(KeyError::RsaKeySize(bits));
                 }
@@ -162,6 +162,15 @@ pub(crate) fn parse_jwk(
         }
     }
 
+    match (kty, crv) {
+        ("oct", _) if !allow_secret => {
+            return Err(KeyError::NotForSignatures("symmetric keys are not taken from a key set".into()))
+        }
+        ("oct" | "RSA", _) | ("EC", Some("P-256" | "P-384")) | ("OKP", Some("Ed25519")) => {}
+        ("EC" | "OKP", Some(curve)) => return Err(KeyError::Invalid(format!("unsupported curve {curve:?}"))),
+        _ => return Err(KeyError::Invalid(format!("unsupported key type {kty:?}"))),
+    }
+
     let jwk_alg = match object.get("alg") {
         None => None,
         Some(Value::String(name)) => Some(
@@ -214,9 +223,11 @@ pub(crate) fn parse_jwk(
         return Err(KeyError::PrivateKeyMaterial);
     }
     let params = match (kty, crv) {
+        // Leading zero octets (RFC 7518 §6.3.1.1 forbids them, some libraries add them) are
+        // dropped so that the stored form is the same as for the key's PEM.
         ("RSA", _) => PublicKeyParams::Rsa {
-            n: decode_member(object, "n")?,
-            e: decode_member(object, "e")?,
+            n: strip_leading_zeros(&decode_member(object, "n")?).to_vec(),
+            e: strip_leading_zeros(&decode_member(object, "e")?).to_vec(),
         },
         ("EC", Some("P-256")) => PublicKeyParams::P256 {
             x: decode_member(object, "x")?,
@@ -229,10 +240,7 @@ pub(crate) fn parse_jwk(
         ("OKP", Some("Ed25519")) => PublicKeyParams::Ed25519 {
             x: decode_member(object, "x")?,
         },
-        ("EC" | "OKP", Some(curve)) => {
-            return Err(KeyError::Invalid(format!("unsupported curve {curve:?}")))
-        }
-        _ => return Err(KeyError::Invalid(format!("unsupported key type {kty:?}"))),
+        _ => unreachable!("key types were checked above"),
     };
     params.check_fits(alg)?;
     Ok((alg, StoredKey::PublicJwk(params.to_jwk(alg))))
@@ -241,9 +249,7 @@ pub(crate) fn parse_jwk(
 /// Checks a key id: 1 to [`MAX_KID_BYTES`] bytes, no control characters.
 pub fn check_kid(kid: &str) -> Result<(), KeyError> {
     if kid.is_empty() || kid.len() > MAX_KID_BYTES || kid.chars().any(char::is_control) {
-        return Err(KeyError::Invalid(format!(
-            "a kid must be 1 to {MAX_KID_BYTES} bytes without control characters"
-        )));
+        return Err(KeyError::InvalidKid);
     }
     Ok(())
 }
@@ -264,9 +270,9 @@ pub fn parse_jwks(document: &Value) -> Result<Vec<JwksEntry>, KeyError> {
     let keys = document
         .get("keys")
         .and_then(Value::as_array)
-        .ok_or_else(|| KeyError::Invalid("a JWKS is an object with a \"keys\" array".into()))?;
+        .ok_or_else(|| KeyError::InvalidJwks("a JWKS is an object with a \"keys\" array".into()))?;
     if keys.len() > MAX_JWKS_KEYS {
-        return Err(KeyError::Invalid(format!(
+        return Err(KeyError::InvalidJwks(format!(
             "a JWKS may hold at most {MAX_JWKS_KEYS} keys"
         )));
     }

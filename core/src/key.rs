@@ -40,6 +40,13 @@ pub fn parse_key(alg: Algorithm, text: &str) -> Result<StoredKey, KeyError> {
         return Ok(stored);
     }
     match alg.key_kind() {
+        // A PEM block is a public (or private) key, never a secret: taking its text as an HMAC
+        // secret would let anyone who has the public key sign tokens (key confusion).
+        KeyKind::Hmac { .. } if trimmed.starts_with("-----BEGIN") => Err(KeyError::TypeMismatch {
+            alg: alg.name(),
+            expected: alg.key_kind().describe(),
+            found: "a PEM key".into(),
+        }),
         KeyKind::Hmac { min_secret_bytes } => {
             check_secret_length(alg, min_secret_bytes, text.len())?;
             Ok(StoredKey::Secret(text.as_bytes().to_vec()))

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs everything pg_session_auth needs to build and test on Debian 12, idempotently:
+# PostgreSQL 15 with headers, clang, sudo, PgBouncer, cargo-pgrx 0.18.1 (initialised for
+# PostgreSQL 15), and the Python packages the client tests and benchmarks use.
+# Run as root (or with passwordless sudo).
+set -euo pipefail
+
+PGRX_VERSION=0.18.1
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang
+              sudo pgbouncer pkg-config build-essential python3-pip)
+PIP_PACKAGES=(pyjwt==2.10.1 cryptography psycopg[binary] pytest)
+
+say() { printf '\n== %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+
+missing=()
+for package in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Debian starts a default cluster on port 5432 with the package; this project never uses it.
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo is required (https://rustup.rs); install a Rust toolchain first" >&2
+    exit 1
+fi
+if [ "$(cargo pgrx --version 2>/dev/null | awk '{print $2}')" != "$PGRX_VERSION" ]; then
+    say "installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+fi
+if ! grep -qs '^pg15 *=' "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    say "initialising cargo-pgrx for PostgreSQL 15"
+    cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+
+if ! python3 -c 'import jwt, cryptography, psycopg, pytest' 2>/dev/null; then
+    say "installing Python test packages: ${PIP_PACKAGES[*]}"
+    python3 -m pip install -q --root-user-action=ignore "${PIP_PACKAGES[@]}" 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages "${PIP_PACKAGES[@]}"
+fi
