@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what pg_session_auth needs, builds it, installs it into PostgreSQL 15, starts a
+# local cluster (127.0.0.1:55433, data in /tmp/pg_session_auth_demo) and runs the worked
+# example in scripts/demo.sql, printing each step. The cluster is left running to explore.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_BIN=/usr/lib/postgresql/15/bin
+DEMO_DIR="${DEMO_DIR:-/tmp/pg_session_auth_demo}"
+DEMO_PORT="${DEMO_PORT:-55433}"
+
+bash scripts/setup.sh
+
+echo "== building and installing pg_session_auth (release build, a few minutes the first time)"
+cargo pgrx install --release --pg-config "$PG_BIN/pg_config" >/dev/null
+
+echo "== starting PostgreSQL 15 on 127.0.0.1:$DEMO_PORT ($DEMO_DIR)"
+PG_BIN="$PG_BIN" bash scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" \
+    "session_preload_libraries = 'pg_session_auth'"
+"$PG_BIN/createdb" -h 127.0.0.1 -p "$DEMO_PORT" -U postgres demo
+
+"$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$DEMO_PORT" -U postgres -d demo -f scripts/demo.sql
+
+cat <<MSG
+
+The demo cluster is still running. Explore it with:
+    psql -h 127.0.0.1 -p $DEMO_PORT -U postgres demo
+Stop it with:
+    bash scripts/cluster.sh stop $DEMO_DIR
+MSG

@@ -1,0 +1,87 @@
+-- The worked example run by scripts/demo.sh, as a superuser in a fresh database.
+\set ON_ERROR_STOP on
+\pset footer off
+
+\echo '\n== 1. Install the extension (schema auth)'
+create extension pg_session_auth;
+-- pgcrypto only signs the demo's tokens; in production your identity provider does.
+create extension pgcrypto;
+
+\echo '\n== 2. Add a verification key: an HS256 shared secret, as Supabase and PostgREST use'
+select auth.add_key('demo-key', 'HS256', 'demo-secret-change-me-0123456789-abcdef');
+select kid, alg, retired_at from auth.keys;
+
+\echo '\n== 3. Sign tokens for two users (an identity provider would do this)'
+create function pg_temp.b64url(data bytea) returns text language sql as $$
+    select translate(encode(data, 'base64'), E'+/=\n', '-_')
+$$;
+create function pg_temp.sign(claims jsonb) returns text language sql as $$
+    with parts as (
+        select pg_temp.b64url(convert_to('{"alg":"HS256","typ":"JWT","kid":"demo-key"}', 'utf8'))
+               || '.' || pg_temp.b64url(convert_to(claims::text, 'utf8')) as signing_input
+    )
+    select signing_input || '.' || pg_temp.b64url(
+        hmac(convert_to(signing_input, 'utf8'), convert_to('demo-secret-change-me-0123456789-abcdef', 'utf8'), 'sha256'))
+    from parts
+$$;
+select pg_temp.sign(jsonb_build_object(
+           'sub', '11111111-1111-4111-8111-111111111111', 'email', 'alice@example.com',
+           'role', 'authenticated', 'exp', extract(epoch from now() + interval '1 hour')::int)) as alice_token,
+       pg_temp.sign(jsonb_build_object(
+           'sub', '22222222-2222-4222-8222-222222222222', 'email', 'bob@example.com',
+           'role', 'authenticated', 'exp', extract(epoch from now() + interval '1 hour')::int)) as bob_token,
+       pg_temp.sign(jsonb_build_object(
+           'sub', '11111111-1111-4111-8111-111111111111',
+           'exp', extract(epoch from now() - interval '1 hour')::int)) as expired_token
+\gset
+\echo 'alice_token =' :alice_token
+
+\echo '\n== 4. auth.verify() checks the signature, exp/nbf/iat, and returns the claims'
+select auth.verify(:'alice_token');
+
+\echo '\n== 5. Anything else is rejected with SQLSTATE 28000 and one reason'
+-- Runs a statement and shows how it ended.
+create function pg_temp.try(statement text) returns text language plpgsql as $$
+begin
+    execute statement;
+    return 'ok';
+exception when others then
+    return sqlstate || ': ' || sqlerrm;
+end $$;
+create function pg_temp.try_verify(token text) returns text language sql as $$
+    select pg_temp.try(format('select auth.verify(%L)', token))
+$$;
+select 'tampered payload' as token,
+       pg_temp.try_verify(regexp_replace(:'alice_token', '\.[^.]+\.', '.eyJzdWIiOiJldmUifQ.')) as result
+union all select 'expired', pg_temp.try_verify(:'expired_token')
+union all select 'alg: none', pg_temp.try_verify('eyJhbGciOiJub25lIn0.eyJzdWIiOiJldmUifQ.')
+union all select 'garbage', pg_temp.try_verify('not a token');
+
+\echo '\n== 6. Row-level security by the token''s subject, as a non-superuser'
+create role demo_app nologin;
+create table notes (id int primary key, owner uuid not null, body text not null);
+insert into notes values
+    (1, '11111111-1111-4111-8111-111111111111', 'Alice: buy milk'),
+    (2, '11111111-1111-4111-8111-111111111111', 'Alice: call Bob'),
+    (3, '22222222-2222-4222-8222-222222222222', 'Bob: fix the roof');
+alter table notes enable row level security;
+-- The request's token travels in a setting; the policy trusts only what auth.verify() proves.
+create policy own_notes on notes for select to demo_app
+    using (owner::text = auth.verify(current_setting('demo.token', true)) ->> 'sub');
+grant select on notes to demo_app;
+
+set role demo_app;
+set demo.token = :'alice_token';
+\echo 'as Alice:'
+select * from notes order by id;
+set demo.token = :'bob_token';
+\echo 'as Bob:'
+select * from notes order by id;
+\echo 'with a forged token (Bob''s claims, another signature) the query fails; it never returns rows:'
+select set_config('demo.token', regexp_replace(:'bob_token', '\.[^.]+$', '.AAAA'), false) \g /dev/null
+select pg_temp.try('select * from notes') as reading_notes;
+reset role;
+
+\echo '\n== 7. Retiring the key rejects its tokens from the next statement on'
+select auth.retire_key('demo-key');
+select pg_temp.try_verify(:'alice_token') as after_retire;
