@@ -2,9 +2,11 @@
 -- privileges of everything.
 
 -- Every backend drops its cached keyring when auth.keys changes (see src/keyring.rs).
+-- ALWAYS: also when session_replication_role = replica (logical replication apply, restores).
 create trigger keys_invalidate_cache
     after insert or update or delete or truncate on auth.keys
     for each statement execute function auth.invalidate_cached_state();
+alter table auth.keys enable always trigger keys_invalidate_cache;
 
 create function auth.retire_key(kid text) returns boolean
     language sql volatile security definer
@@ -24,7 +26,14 @@ create function auth.jwks() returns jsonb
     set search_path = pg_catalog, pg_temp
 as $$
     select pg_catalog.jsonb_build_object('keys', coalesce(
-        pg_catalog.jsonb_agg(k.public_jwk || pg_catalog.jsonb_build_object('kid', k.kid) order by k.kid),
+        pg_catalog.jsonb_agg(
+            -- Only public members, whatever a hand-written row may hold.
+            pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                'kty', k.public_jwk -> 'kty', 'crv', k.public_jwk -> 'crv',
+                'n', k.public_jwk -> 'n', 'e', k.public_jwk -> 'e',
+                'x', k.public_jwk -> 'x', 'y', k.public_jwk -> 'y',
+                'alg', k.alg, 'use', 'sig', 'kid', k.kid))
+            order by k.kid),
         '[]'::jsonb))
     from auth.keys as k
     where k.retired_at is null and k.public_jwk is not null
@@ -43,3 +52,30 @@ grant execute on function auth.retire_key(text) to session_auth_admin;
 revoke execute on function auth.invalidate_cached_state() from public;
 
 grant usage on schema auth to public;
+
+-- Claim functions are planned as once-per-statement sub-selects (src/planner_support.rs).
+alter function auth.jwt() support auth.claim_function_support;
+alter function auth.uid() support auth.claim_function_support;
+alter function auth.user_id() support auth.claim_function_support;
+alter function auth.role() support auth.claim_function_support;
+alter function auth.email() support auth.claim_function_support;
+alter function auth.session_id() support auth.claim_function_support;
+revoke execute on function auth.claim_function_support(internal) from public;
+
+-- For PostgREST's db-pre-request hook: raises PT401 (HTTP 401) when the request's token
+-- must be refused now (expired since PostgREST verified it).
+create function auth.check_request() returns void
+    language plpgsql stable
+    set search_path = pg_catalog, pg_temp
+as $$
+declare
+    reason text := auth.request_rejection_reason();
+begin
+    if reason is not null then
+        raise sqlstate 'PT401' using
+            message = 'invalid token: ' || reason,
+            hint = 'Sign in again to get a new token.';
+    end if;
+end
+$$;
+comment on function auth.check_request() is 'For PostgREST''s db-pre-request: raises SQLSTATE PT401 (HTTP 401) when the request''s token must be refused now.';

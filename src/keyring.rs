@@ -115,8 +115,8 @@ fn load_keyring() -> Keyring {
     watch_relation(relid);
     let rows = spi_read::select_as(
         Some(owner),
-        "select kid, alg, encode(secret, 'base64'), public_jwk::text, retired_at is not null \
-         from auth.keys",
+        "select kid, alg, pg_catalog.encode(secret, 'base64'), public_jwk::pg_catalog.text, \
+         retired_at is not null from auth.keys",
     );
     for row in rows {
         let [Some(kid), Some(alg), secret, public_jwk, Some(retired)] =

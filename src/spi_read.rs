@@ -2,8 +2,10 @@
 //!
 //! Verification runs as whatever role calls it, but the tables it reads are closed to those
 //! roles. So each read runs as the table's owner (what a SECURITY DEFINER function does), in a
-//! security-restricted operation, under the latest snapshot: a cache filled from it is never
-//! older than the invalidations this backend has already processed (see `keyring.rs`).
+//! security-restricted operation, with `search_path` pinned to `pg_catalog, pg_temp` (the
+//! caller's path could otherwise put its own functions or operators into our query, to be
+//! run as the owner), under the latest snapshot: a cache filled from it is never older than
+//! the invalidations this backend has already processed (see `keyring.rs`).
 
 use std::ffi::{CStr, CString};
 
@@ -49,7 +51,19 @@ pub fn select_as(run_as: Option<pg_sys::Oid>, query: &str) -> Vec<TextRow> {
                     | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
             );
         }
-        // On ERROR the transaction (or subtransaction) abort restores the user id itself.
+        // As a SECURITY DEFINER function's `SET search_path` does: a new GUC nest level,
+        // popped below. On ERROR, (sub)transaction abort restores the user id and settings.
+        let guc_level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            pg_sys::PGERROR as i32,
+            false,
+        );
         let plan = pg_sys::SPI_prepare(query.as_ptr(), 0, std::ptr::null_mut());
         if plan.is_null() {
             pgrx::error!("pg_session_auth: could not prepare an internal query");
@@ -75,6 +89,7 @@ pub fn select_as(run_as: Option<pg_sys::Oid>, query: &str) -> Vec<TextRow> {
             pgrx::error!("pg_session_auth: an internal query failed (SPI status {status})");
         }
         let rows = collect_rows();
+        pg_sys::AtEOXact_GUC(true, guc_level);
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
         rows
     })
