@@ -6,6 +6,7 @@
 use std::ffi::CString;
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::PostgresGucEnum;
 
 /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
 pub static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(30);
@@ -15,6 +16,29 @@ pub static ISSUER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::
 pub static AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// Tokens longer than this many bytes are rejected before any parsing.
 pub static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(8192);
+
+/// Where the claim functions take their claims from.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ClaimsSource {
+    /// Only from `auth.authenticate()` in the current transaction.
+    #[name = c"verified"]
+    Verified,
+    /// From `request.jwt.claims`, as set by PostgREST after it verified the token itself.
+    #[name = c"request"]
+    Request,
+}
+
+pub static CLAIMS_SOURCE: GucSetting<ClaimsSource> = GucSetting::<ClaimsSource>::new(ClaimsSource::Verified);
+/// The claim naming the role a transaction runs as.
+pub static ROLE_CLAIM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"role"));
+/// The roles a token may name, comma-separated.
+pub static ALLOWED_ROLES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"anon,authenticated"));
+/// The claims bound by `auth.authenticate()`: set only by the extension, transaction-locally.
+pub static BOUND_CLAIMS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// Name of [`BOUND_CLAIMS`].
+pub const BOUND_CLAIMS_NAME: &std::ffi::CStr = c"pg_session_auth.claims";
 
 const TRUST_FLAGS: GucFlags = GucFlags::NO_RESET_ALL;
 
@@ -55,6 +79,40 @@ pub fn register() {
         GucContext::Suset,
         TRUST_FLAGS | GucFlags::UNIT_BYTE,
     );
+    GucRegistry::define_enum_guc(
+        c"pg_session_auth.claims_source",
+        c"Where the claim functions read claims: verified (auth.authenticate) or request (request.jwt.claims, set by PostgREST).",
+        c"",
+        &CLAIMS_SOURCE,
+        GucContext::Suset,
+        TRUST_FLAGS,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_session_auth.role_claim",
+        c"The claim that names the role auth.authenticate() switches to.",
+        c"",
+        &ROLE_CLAIM,
+        GucContext::Suset,
+        TRUST_FLAGS,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_session_auth.allowed_roles",
+        c"Comma-separated roles a token's role claim may name.",
+        c"",
+        &ALLOWED_ROLES,
+        GucContext::Suset,
+        TRUST_FLAGS,
+    );
+    // Written only by auth.authenticate() (as SET LOCAL would, with superuser context), so no
+    // client can set it; hidden from SHOW ALL and from roles that cannot read all settings.
+    GucRegistry::define_string_guc(
+        BOUND_CLAIMS_NAME,
+        c"Claims bound to the current transaction by auth.authenticate() (internal).",
+        c"",
+        &BOUND_CLAIMS,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL | GucFlags::SUPERUSER_ONLY | GucFlags::DISALLOW_IN_FILE,
+    );
 }
 
 /// A string setting's value, with the empty string meaning "not set".
@@ -75,6 +133,18 @@ pub fn issuer() -> Option<String> {
 
 pub fn audience() -> Option<String> {
     non_empty(&AUDIENCE)
+}
+
+pub fn claims_source() -> ClaimsSource {
+    CLAIMS_SOURCE.get()
+}
+
+pub fn role_claim() -> String {
+    non_empty(&ROLE_CLAIM).unwrap_or_else(|| "role".to_owned())
+}
+
+pub fn allowed_roles() -> String {
+    non_empty(&ALLOWED_ROLES).unwrap_or_default()
 }
 
 pub fn max_token_bytes() -> usize {

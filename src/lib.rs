@@ -10,7 +10,9 @@ use pgrx::prelude::*;
 mod api;
 mod errors;
 mod gucs;
+mod identity;
 mod keyring;
+mod planner_support;
 mod spi_read;
 mod verification;
 

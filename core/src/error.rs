@@ -35,6 +35,8 @@ pub enum Rejection {
     MissingClaim(&'static str),
     #[error("invalid claim type")]
     InvalidClaimType(&'static str),
+    #[error("role not allowed")]
+    RoleNotAllowed(String),
 }
 
 /// Attacker-chosen text quoted in a detail is cut short and escaped.
@@ -81,6 +83,10 @@ impl Rejection {
             }
             Rejection::MissingClaim(name) => format!("The token has no \"{name}\" claim."),
             Rejection::InvalidClaimType(what) => (*what).to_string(),
+            Rejection::RoleNotAllowed(role) => format!(
+                "The token asks for the role {}, which is not in pg_session_auth.allowed_roles or cannot be assumed.",
+                quoted(role)
+            ),
         }
     }
 

@@ -9,6 +9,7 @@
 mod algorithm;
 mod claims;
 mod error;
+pub mod identity;
 mod jwk;
 mod key;
 mod keyring;

@@ -1,4 +1,5 @@
 //! Everything SQL sees. Functions land in the extension's schema, `auth`.
 
+mod identity;
 mod keys;
 mod verify;

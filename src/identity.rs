@@ -1,0 +1,171 @@
+//! The identity of the current transaction: binding verified claims, and reading them back
+//! for the claim functions.
+//!
+//! `auth.authenticate()` stores the verified claims in the setting `pg_session_auth.claims`,
+//! transaction-locally, exactly as `SET LOCAL` would but with superuser context, which no
+//! client has: the value is gone at COMMIT/ROLLBACK, undone by `ROLLBACK TO SAVEPOINT`, and
+//! copied into parallel workers with the rest of the settings. Clients can neither `SET` it
+//! nor read it (it is `SUPERUSER_ONLY`). Expiry is re-checked on every read against the
+//! statement's clock, so an identity stops working at the first statement after `exp`.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
+use std::rc::Rc;
+
+use pg_session_auth_core::identity::{has_expired, RolePolicy};
+use pg_session_auth_core::{Claims, Rejection, VerifyError};
+use pgrx::pg_sys;
+
+use crate::gucs::{self, ClaimsSource};
+use crate::verification::statement_time;
+use crate::errors;
+
+const REQUEST_CLAIMS: &CStr = c"request.jwt.claims";
+const ROLE: &CStr = c"role";
+
+/// Sets a setting until the end of the current transaction (or savepoint), as `SET LOCAL`.
+fn set_local(name: &CStr, value: &str, context: pg_sys::GucContext::Type) {
+    let value = CString::new(value).expect("verified claims contain no NUL character");
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            context,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pg_sys::PGERROR as i32,
+            false,
+        );
+    }
+}
+
+fn reject(rejection: Rejection) -> ! {
+    errors::raise_verify_error(&VerifyError::Rejected(rejection))
+}
+
+/// Checks that the session user may run as `role`: it exists, is not a superuser, and the
+/// session user is a member of it. Anything else is a rejected token, not a privilege error.
+fn check_assumable(role: &str) {
+    let Ok(name) = CString::new(role) else {
+        reject(Rejection::RoleNotAllowed(role.to_owned()));
+    };
+    let assumable = unsafe {
+        let oid = pg_sys::get_role_oid(name.as_ptr(), true);
+        oid != pg_sys::InvalidOid
+            && !pg_sys::superuser_arg(oid)
+            && pg_sys::is_member_of_role(pg_sys::GetSessionUserId(), oid)
+    };
+    if !assumable {
+        reject(Rejection::RoleNotAllowed(role.to_owned()));
+    }
+}
+
+/// Binds verified claims to the current transaction: the private setting read by the claim
+/// functions, `request.jwt.claims` for SQL written for PostgREST, and the role the token
+/// names (when it names one). Raises `28000` for a role the token may not assume; since an
+/// error aborts the statement, nothing is bound by halves.
+pub fn bind(claims: &Claims) {
+    let role_claim = gucs::role_claim();
+    let allowed = gucs::allowed_roles();
+    let policy = RolePolicy::new(&role_claim, &allowed);
+    let role = policy.requested_role(claims).unwrap_or_else(|rejection| reject(rejection));
+    if let Some(role) = role {
+        check_assumable(role);
+    }
+
+    let text = serde_json::Value::Object(claims.clone()).to_string();
+    set_local(gucs::BOUND_CLAIMS_NAME, &text, pg_sys::GucContext::PGC_SUSET);
+    set_local(REQUEST_CLAIMS, &text, pg_sys::GucContext::PGC_USERSET);
+    if let Some(role) = role {
+        let context = if unsafe { pg_sys::superuser() } {
+            pg_sys::GucContext::PGC_SUSET
+        } else {
+            pg_sys::GucContext::PGC_USERSET
+        };
+        set_local(ROLE, role, context);
+    }
+    if !unsafe { pg_sys::IsTransactionBlock() } {
+        pgrx::warning!(
+            "auth.authenticate() outside a transaction block binds the identity for this statement only"
+        );
+    }
+}
+
+thread_local! {
+    /// The last claims text read and its parsed form: a statement reads the same text many
+    /// times (once per row without the planner rewrite), so it is parsed once.
+    static PARSED: RefCell<Option<(ClaimsSource, Vec<u8>, Rc<Claims>)>> = const { RefCell::new(None) };
+}
+
+/// A setting's current value, or `None` when unset or empty.
+fn setting(name: &CStr) -> Option<&'static [u8]> {
+    let value = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
+    if value.is_null() {
+        return None;
+    }
+    let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
+    (!bytes.is_empty()).then_some(bytes)
+}
+
+fn parse_cached(source: ClaimsSource, text: &[u8]) -> Option<Rc<Claims>> {
+    PARSED.with(|cache| {
+        if let Some((cached_source, cached_text, claims)) = cache.borrow().as_ref() {
+            if *cached_source == source && cached_text.as_slice() == text {
+                return Some(Rc::clone(claims));
+            }
+        }
+        let claims: Rc<Claims> = Rc::new(serde_json::from_slice(text).ok()?);
+        *cache.borrow_mut() = Some((source, text.to_vec(), Rc::clone(&claims)));
+        Some(claims)
+    })
+}
+
+/// The claims the claim functions see, or `None` (no identity: RLS fails closed).
+///
+/// `verified` mode: only what `auth.authenticate()` bound in this transaction, and only
+/// until it expires. `request` mode: `request.jwt.claims` as PostgREST sets it; an `exp` in
+/// the past also ends it (PostgREST admits tokens without `exp`, so none is required here).
+pub fn current_claims() -> Option<Rc<Claims>> {
+    let source = gucs::claims_source();
+    let (text, exp_required) = match source {
+        ClaimsSource::Verified => (setting(gucs::BOUND_CLAIMS_NAME)?, true),
+        ClaimsSource::Request => (setting(REQUEST_CLAIMS)?, false),
+    };
+    let claims = parse_cached(source, text)?;
+    if (exp_required || claims.contains_key("exp")) && has_expired(&claims, statement_time(), gucs::leeway()) {
+        return None;
+    }
+    Some(claims)
+}
+
+/// One claim as text. In `request` mode a non-empty legacy `request.jwt.claim.<name>`
+/// setting takes precedence, as in Supabase's helpers.
+pub fn claim_text(name: &str) -> Option<String> {
+    if gucs::claims_source() == ClaimsSource::Request {
+        let legacy = CString::new(format!("request.jwt.claim.{name}")).ok()?;
+        if let Some(value) = setting(&legacy) {
+            return Some(String::from_utf8_lossy(value).into_owned());
+        }
+    }
+    let claims = current_claims()?;
+    pg_session_auth_core::identity::string_claim(&claims, name).map(str::to_owned)
+}
+
+/// Why the current request's token must be refused now, if it must (`auth.check_request`).
+pub fn request_rejection() -> Option<Rejection> {
+    let source = gucs::claims_source();
+    let text = match source {
+        ClaimsSource::Verified => setting(gucs::BOUND_CLAIMS_NAME)?,
+        ClaimsSource::Request => setting(REQUEST_CLAIMS)?,
+    };
+    let Some(claims) = parse_cached(source, text) else {
+        return Some(Rejection::Malformed("request.jwt.claims is not a JSON object."));
+    };
+    let exp_required = source == ClaimsSource::Verified;
+    if (exp_required || claims.contains_key("exp")) && has_expired(&claims, statement_time(), gucs::leeway()) {
+        return Some(Rejection::Expired);
+    }
+    None
+}
+
