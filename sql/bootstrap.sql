@@ -32,3 +32,49 @@ grant select on table auth.keys to session_auth_admin;
 
 -- Keys are configuration: pg_dump keeps them (dumps are privileged; they contain HMAC secrets).
 select pg_catalog.pg_extension_config_dump('auth.keys', '');
+
+-- Revocations. Each row says when, why, and until when it matters: after every token it
+-- covers has expired (expires_at; NULL = keep until deleted by hand) auth.purge_revocations()
+-- deletes it. Written only through the auth.revoke_*/sign_out functions (and by admins'
+-- tools as the owner); read by verification as the owner.
+create table auth.revoked_sessions (
+    session_id uuid primary key,
+    revoked_at timestamptz not null default pg_catalog.now(),
+    reason text,
+    expires_at timestamptz
+);
+comment on table auth.revoked_sessions is 'Revoked sessions: tokens whose session_id (or sid) claim is listed are rejected.';
+
+create table auth.revoked_users (
+    user_id text primary key check (octet_length(user_id) between 1 and 1024),
+    -- Tokens of this subject issued (iat) at or before this moment are revoked ...
+    revoked_before timestamptz,
+    -- ... and so are those issued at or before this one, except in keep_session_id.
+    others_revoked_before timestamptz,
+    keep_session_id uuid,
+    revoked_at timestamptz not null default pg_catalog.now(),
+    reason text,
+    expires_at timestamptz,
+    check (revoked_before is not null or others_revoked_before is not null),
+    check ((others_revoked_before is null) = (keep_session_id is null))
+);
+comment on table auth.revoked_users is 'Per-user cut-offs: every token of the subject issued at or before the cut-off is rejected.';
+
+create table auth.revoked_tokens (
+    jti text primary key check (octet_length(jti) between 1 and 1024),
+    revoked_at timestamptz not null default pg_catalog.now(),
+    reason text,
+    expires_at timestamptz
+);
+comment on table auth.revoked_tokens is 'Revoked single tokens, by their jti claim.';
+
+create index revoked_sessions_expires_at on auth.revoked_sessions (expires_at);
+create index revoked_users_expires_at on auth.revoked_users (expires_at);
+create index revoked_tokens_expires_at on auth.revoked_tokens (expires_at);
+
+revoke all on table auth.revoked_sessions, auth.revoked_users, auth.revoked_tokens from public;
+grant select on table auth.revoked_sessions, auth.revoked_users, auth.revoked_tokens to session_auth_admin;
+
+select pg_catalog.pg_extension_config_dump('auth.revoked_sessions', '');
+select pg_catalog.pg_extension_config_dump('auth.revoked_users', '');
+select pg_catalog.pg_extension_config_dump('auth.revoked_tokens', '');

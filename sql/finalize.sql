@@ -7,6 +7,18 @@ create trigger keys_invalidate_cache
     after insert or update or delete or truncate on auth.keys
     for each statement execute function auth.invalidate_cached_state();
 alter table auth.keys enable always trigger keys_invalidate_cache;
+create trigger revoked_sessions_invalidate_cache
+    after insert or update or delete or truncate on auth.revoked_sessions
+    for each statement execute function auth.invalidate_cached_state();
+alter table auth.revoked_sessions enable always trigger revoked_sessions_invalidate_cache;
+create trigger revoked_users_invalidate_cache
+    after insert or update or delete or truncate on auth.revoked_users
+    for each statement execute function auth.invalidate_cached_state();
+alter table auth.revoked_users enable always trigger revoked_users_invalidate_cache;
+create trigger revoked_tokens_invalidate_cache
+    after insert or update or delete or truncate on auth.revoked_tokens
+    for each statement execute function auth.invalidate_cached_state();
+alter table auth.revoked_tokens enable always trigger revoked_tokens_invalidate_cache;
 
 create function auth.retire_key(kid text) returns boolean
     language sql volatile security definer
@@ -47,6 +59,11 @@ revoke execute on function auth.retire_key(text) from public;
 grant execute on function auth.add_key(text, text, text) to session_auth_admin;
 grant execute on function auth.import_jwks(jsonb) to session_auth_admin;
 grant execute on function auth.retire_key(text) to session_auth_admin;
+
+-- Revocation: everyone may sign out their own sessions (the functions check whose they
+-- are); purging is for admins.
+revoke execute on function auth.purge_revocations() from public;
+grant execute on function auth.purge_revocations() to session_auth_admin;
 
 -- The trigger function is no API.
 revoke execute on function auth.invalidate_cached_state() from public;

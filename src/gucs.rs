@@ -17,6 +17,10 @@ pub static AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>
 /// Tokens longer than this many bytes are rejected before any parsing.
 pub static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(8192);
 
+/// Longest token lifetime accepted (`exp - iat`, seconds); 0 = no limit. Also how long
+/// session and user revocations are kept before `auth.purge_revocations()` may delete them.
+pub static MAX_TOKEN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
+
 /// Where the claim functions take their claims from.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ClaimsSource {
@@ -28,9 +32,11 @@ pub enum ClaimsSource {
     Request,
 }
 
-pub static CLAIMS_SOURCE: GucSetting<ClaimsSource> = GucSetting::<ClaimsSource>::new(ClaimsSource::Verified);
+pub static CLAIMS_SOURCE: GucSetting<ClaimsSource> =
+    GucSetting::<ClaimsSource>::new(ClaimsSource::Verified);
 /// The claim naming the role a transaction runs as.
-pub static ROLE_CLAIM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"role"));
+pub static ROLE_CLAIM: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"role"));
 /// The roles a token may name, comma-separated.
 pub static ALLOWED_ROLES: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"anon,authenticated"));
@@ -78,6 +84,16 @@ pub fn register() {
         1 << 20,
         GucContext::Suset,
         TRUST_FLAGS | GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_session_auth.max_token_lifetime",
+        c"Longest accepted token lifetime (exp - iat); 0 means no limit. Revocations of sessions and users are kept this long.",
+        c"",
+        &MAX_TOKEN_LIFETIME,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        TRUST_FLAGS | GucFlags::UNIT_S,
     );
     GucRegistry::define_enum_guc(
         c"pg_session_auth.claims_source",
@@ -133,6 +149,12 @@ pub fn issuer() -> Option<String> {
 
 pub fn audience() -> Option<String> {
     non_empty(&AUDIENCE)
+}
+
+/// The lifetime limit in seconds, when one is set.
+pub fn max_token_lifetime() -> Option<i64> {
+    let seconds = MAX_TOKEN_LIFETIME.get();
+    (seconds > 0).then_some(i64::from(seconds))
 }
 
 pub fn claims_source() -> ClaimsSource {

@@ -18,7 +18,7 @@ use pgrx::pg_sys;
 
 use crate::gucs::{self, ClaimsSource};
 use crate::verification::statement_time;
-use crate::errors;
+use crate::{errors, revocation};
 
 const REQUEST_CLAIMS: &CStr = c"request.jwt.claims";
 const ROLE: &CStr = c"role";
@@ -69,13 +69,19 @@ pub fn bind(claims: &Claims) {
     let role_claim = gucs::role_claim();
     let allowed = gucs::allowed_roles();
     let policy = RolePolicy::new(&role_claim, &allowed);
-    let role = policy.requested_role(claims).unwrap_or_else(|rejection| reject(rejection));
+    let role = policy
+        .requested_role(claims)
+        .unwrap_or_else(|rejection| reject(rejection));
     if let Some(role) = role {
         check_assumable(role);
     }
 
     let text = serde_json::Value::Object(claims.clone()).to_string();
-    set_local(gucs::BOUND_CLAIMS_NAME, &text, pg_sys::GucContext::PGC_SUSET);
+    set_local(
+        gucs::BOUND_CLAIMS_NAME,
+        &text,
+        pg_sys::GucContext::PGC_SUSET,
+    );
     set_local(REQUEST_CLAIMS, &text, pg_sys::GucContext::PGC_USERSET);
     if let Some(role) = role {
         let context = if unsafe { pg_sys::superuser() } {
@@ -92,10 +98,17 @@ pub fn bind(claims: &Claims) {
     }
 }
 
+/// The last claims text read and its parsed form.
+struct ParsedClaims {
+    source: ClaimsSource,
+    text: Vec<u8>,
+    claims: Rc<Claims>,
+}
+
 thread_local! {
-    /// The last claims text read and its parsed form: a statement reads the same text many
-    /// times (once per row without the planner rewrite), so it is parsed once.
-    static PARSED: RefCell<Option<(ClaimsSource, Vec<u8>, Rc<Claims>)>> = const { RefCell::new(None) };
+    /// A statement reads the same text many times (once per row without the planner
+    /// rewrite), so it is parsed once.
+    static PARSED: RefCell<Option<ParsedClaims>> = const { RefCell::new(None) };
 }
 
 /// A setting's current value, or `None` when unset or empty.
@@ -110,33 +123,66 @@ fn setting(name: &CStr) -> Option<&'static [u8]> {
 
 fn parse_cached(source: ClaimsSource, text: &[u8]) -> Option<Rc<Claims>> {
     PARSED.with(|cache| {
-        if let Some((cached_source, cached_text, claims)) = cache.borrow().as_ref() {
-            if *cached_source == source && cached_text.as_slice() == text {
-                return Some(Rc::clone(claims));
+        if let Some(parsed) = cache.borrow().as_ref() {
+            if parsed.source == source && parsed.text == text {
+                return Some(Rc::clone(&parsed.claims));
             }
         }
         let claims: Rc<Claims> = Rc::new(serde_json::from_slice(text).ok()?);
-        *cache.borrow_mut() = Some((source, text.to_vec(), Rc::clone(&claims)));
+        *cache.borrow_mut() = Some(ParsedClaims {
+            source,
+            text: text.to_vec(),
+            claims: Rc::clone(&claims),
+        });
         Some(claims)
     })
 }
 
-/// The claims the claim functions see, or `None` (no identity: RLS fails closed).
+/// The claims the claim functions see, or `None` (no identity: RLS fails closed). Raises
+/// `28000` when they have been revoked since they were bound (or, in `request` mode, since
+/// PostgREST verified them) — except in the transaction that revoked them (by signing out,
+/// say), where they are simply gone: raising there would abort, and so undo, the sign-out.
 ///
 /// `verified` mode: only what `auth.authenticate()` bound in this transaction, and only
 /// until it expires. `request` mode: `request.jwt.claims` as PostgREST sets it; an `exp` in
 /// the past also ends it (PostgREST admits tokens without `exp`, so none is required here).
 pub fn current_claims() -> Option<Rc<Claims>> {
-    let source = gucs::claims_source();
-    let (text, exp_required) = match source {
-        ClaimsSource::Verified => (setting(gucs::BOUND_CLAIMS_NAME)?, true),
-        ClaimsSource::Request => (setting(REQUEST_CLAIMS)?, false),
-    };
-    let claims = parse_cached(source, text)?;
-    if (exp_required || claims.contains_key("exp")) && has_expired(&claims, statement_time(), gucs::leeway()) {
-        return None;
+    match check_current()? {
+        Ok(claims) => Some(claims),
+        Err(Rejection::Revoked) if !revocation::revocation_written_in_this_transaction() => {
+            reject(Rejection::Revoked)
+        }
+        Err(_) => None,
     }
-    Some(claims)
+}
+
+/// The current claims, or why they must be refused now; `None` when there are none.
+fn check_current() -> Option<Result<Rc<Claims>, Rejection>> {
+    let source = gucs::claims_source();
+    let text = match source {
+        ClaimsSource::Verified => setting(gucs::BOUND_CLAIMS_NAME)?,
+        ClaimsSource::Request => setting(REQUEST_CLAIMS)?,
+    };
+    let Some(claims) = parse_cached(source, text) else {
+        return match source {
+            // Unparsable request claims are no identity to the claim functions (as in
+            // Supabase's helpers, minus the error), and a reason to refuse the request.
+            ClaimsSource::Request => Some(Err(Rejection::Malformed(
+                "request.jwt.claims is not a JSON object.",
+            ))),
+            ClaimsSource::Verified => None,
+        };
+    };
+    let exp_required = source == ClaimsSource::Verified;
+    if (exp_required || claims.contains_key("exp"))
+        && has_expired(&claims, statement_time(), gucs::leeway())
+    {
+        return Some(Err(Rejection::Expired));
+    }
+    if revocation::claims_revoked(&claims) {
+        return Some(Err(Rejection::Revoked));
+    }
+    Some(Ok(claims))
 }
 
 /// One claim as text. In `request` mode a non-empty legacy `request.jwt.claim.<name>`
@@ -154,18 +200,5 @@ pub fn claim_text(name: &str) -> Option<String> {
 
 /// Why the current request's token must be refused now, if it must (`auth.check_request`).
 pub fn request_rejection() -> Option<Rejection> {
-    let source = gucs::claims_source();
-    let text = match source {
-        ClaimsSource::Verified => setting(gucs::BOUND_CLAIMS_NAME)?,
-        ClaimsSource::Request => setting(REQUEST_CLAIMS)?,
-    };
-    let Some(claims) = parse_cached(source, text) else {
-        return Some(Rejection::Malformed("request.jwt.claims is not a JSON object."));
-    };
-    let exp_required = source == ClaimsSource::Verified;
-    if (exp_required || claims.contains_key("exp")) && has_expired(&claims, statement_time(), gucs::leeway()) {
-        return Some(Rejection::Expired);
-    }
-    None
+    check_current()?.err()
 }
-

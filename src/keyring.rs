@@ -1,25 +1,18 @@
 //! The per-backend keyring cache.
 //!
 //! `auth.keys` is read once and kept as a ready [`Keyring`] (parsed keys, built verifiers),
-//! so a verification costs no query. It cannot go stale: a statement-level trigger on the
-//! table queues a relcache invalidation for it, which PostgreSQL delivers to every backend
-//! (and, through WAL, to hot standbys) when the change commits, to the writing backend at
-//! its next command, and to nobody if the change rolls back. Our relcache callback then bumps
-//! a generation number, and the next verification reloads. Each verification first calls
-//! `AcceptInvalidationMessages()` (a flag check when nothing is queued), so another backend's
-//! committed change is seen from the next statement on, even inside a long transaction.
+//! so a verification costs no query. It is reloaded whenever `auth.keys` changes (see
+//! `invalidation.rs`): a committed change is in force from the next statement in every
+//! backend, and a rolled-back one never.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use pg_session_auth_core::{Algorithm, Keyring, StoredKey};
-use pgrx::prelude::*;
-use pgrx::{pg_sys, register_xact_callback, PgXactCallbackEvent};
 
-use crate::spi_read;
+use crate::invalidation::{self, Cache};
+use crate::owner_spi;
 
 thread_local! {
-    static GENERATION: Cell<u64> = const { Cell::new(0) };
-    static WATCHED_RELATIONS: RefCell<Vec<pg_sys::Oid>> = const { RefCell::new(Vec::new()) };
     static CACHE: RefCell<Option<CachedKeyring>> = const { RefCell::new(None) };
 }
 
@@ -28,53 +21,9 @@ struct CachedKeyring {
     keyring: Keyring,
 }
 
-/// Registers the relcache callback. Called once, from `_PG_init`.
-pub fn register_invalidation_callback() {
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(
-            Some(on_relcache_invalidation),
-            pg_sys::Datum::from(0),
-        );
-    }
-}
-
-fn bump_generation() {
-    GENERATION.with(|generation| generation.set(generation.get() + 1));
-}
-
-/// Relation OIDs whose changes invalidate cached state (filled as the tables are first read).
-pub fn watch_relation(relid: pg_sys::Oid) {
-    WATCHED_RELATIONS.with(|watched| {
-        let mut watched = watched.borrow_mut();
-        if !watched.contains(&relid) {
-            watched.push(relid);
-        }
-    });
-}
-
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    // InvalidOid means "every relation" (e.g. after the invalidation queue overflowed).
-    let ours = relid == pg_sys::InvalidOid
-        || WATCHED_RELATIONS.with(|watched| watched.borrow().contains(&relid));
-    if ours {
-        bump_generation();
-    }
-}
-
-/// Statement-level trigger on the extension's state tables: tells every backend to drop what
-/// it cached from them once this transaction commits.
-#[pg_trigger]
-fn invalidate_cached_state<'a>(
-    trigger: &'a pgrx::PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
-    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(trigger.relid()?) };
-    Ok(None)
-}
-
 /// Processes queued invalidations, then runs `f` with a current keyring.
 pub fn with_keyring<R>(f: impl FnOnce(&Keyring) -> R) -> R {
-    unsafe { pg_sys::AcceptInvalidationMessages() };
-    let current = GENERATION.with(Cell::get);
+    let current = invalidation::current_generation(Cache::Keyring);
     let fresh = CACHE.with(|cache| {
         cache
             .borrow()
@@ -85,9 +34,8 @@ pub fn with_keyring<R>(f: impl FnOnce(&Keyring) -> R) -> R {
         // Loading may itself process invalidations; the generation read before it is stored,
         // so anything that arrived meanwhile forces another load next time.
         let keyring = load_keyring();
-        if !spi_read::snapshot_is_latest() {
-            register_xact_callback(PgXactCallbackEvent::Commit, bump_generation);
-            register_xact_callback(PgXactCallbackEvent::Abort, bump_generation);
+        if !owner_spi::snapshot_is_latest() {
+            invalidation::expire_at_transaction_end(Cache::Keyring);
         }
         CACHE.with(|cache| {
             *cache.borrow_mut() = Some(CachedKeyring {
@@ -109,14 +57,15 @@ pub fn with_keyring<R>(f: impl FnOnce(&Keyring) -> R) -> R {
 /// out with a WARNING, so tokens for it fail as "unknown key" rather than being trusted.
 fn load_keyring() -> Keyring {
     let mut keyring = Keyring::new();
-    let Some((relid, owner)) = spi_read::relation_and_owner("keys") else {
+    let Some((relid, owner)) = owner_spi::relation_and_owner("keys") else {
         return keyring;
     };
-    watch_relation(relid);
-    let rows = spi_read::select_as(
+    invalidation::watch(relid, Cache::Keyring);
+    let rows = owner_spi::select(
         Some(owner),
         "select kid, alg, pg_catalog.encode(secret, 'base64'), public_jwk::pg_catalog.text, \
          retired_at is not null from auth.keys",
+        &[],
     );
     for row in rows {
         let [Some(kid), Some(alg), secret, public_jwk, Some(retired)] =

@@ -1,9 +1,11 @@
 //! pg_session_auth: JWTs verified inside PostgreSQL.
 //!
-//! Layout: `api/` is what SQL sees; `verification`, `keyring` and `spi_read` connect it to
-//! the server (settings, clock, cached keyring, reads of the extension's tables); `errors`
-//! maps failures to SQLSTATEs; the token/key/claim rules themselves live in the
-//! server-independent `pg_session_auth_core` crate.
+//! Layout: `api/` is what SQL sees; `verification`, `identity`, `keyring`, `revocation`,
+//! `invalidation` and `owner_spi` connect it to the server (settings, clock, per-backend
+//! caches and their invalidation, queries on the extension's tables); `planner_support`
+//! plans claim functions once per statement; `errors` maps failures to SQLSTATEs. The
+//! token, key, claim and revocation rules themselves live in the server-independent
+//! `pg_session_auth_core` crate.
 
 use pgrx::prelude::*;
 
@@ -11,9 +13,11 @@ mod api;
 mod errors;
 mod gucs;
 mod identity;
+mod invalidation;
 mod keyring;
+mod owner_spi;
 mod planner_support;
-mod spi_read;
+mod revocation;
 mod verification;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -24,7 +28,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
-    keyring::register_invalidation_callback();
+    invalidation::register_callback();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -30,7 +30,11 @@ unsafe fn is_single_call_select(query: *mut pg_sys::Query, funcid: pg_sys::Oid) 
     if !query.jointree.is_null() && !(*query.jointree).quals.is_null() {
         return false;
     }
-    let rtable_len = if query.rtable.is_null() { 0 } else { (*query.rtable).length };
+    let rtable_len = if query.rtable.is_null() {
+        0
+    } else {
+        (*query.rtable).length
+    };
     for index in 0..rtable_len {
         let rte = pg_sys::list_nth(query.rtable, index) as *mut pg_sys::RangeTblEntry;
         if (*rte).rtekind != pg_sys::RTEKind::RTE_RESULT {
@@ -39,7 +43,8 @@ unsafe fn is_single_call_select(query: *mut pg_sys::Query, funcid: pg_sys::Oid) 
     }
     let entry = pg_sys::list_nth(query.targetList, 0) as *mut pg_sys::TargetEntry;
     let expr = (*entry).expr as *mut pg_sys::Node;
-    pgrx::is_a(expr, pg_sys::NodeTag::T_FuncExpr) && (*(expr as *mut pg_sys::FuncExpr)).funcid == funcid
+    pgrx::is_a(expr, pg_sys::NodeTag::T_FuncExpr)
+        && (*(expr as *mut pg_sys::FuncExpr)).funcid == funcid
 }
 
 unsafe fn rewrite_as_initplan(node: *mut pg_sys::Node) -> *mut pg_sys::Node {

@@ -4,7 +4,7 @@
 use pg_session_auth_core::{verify, ClaimRules, Claims, Policy, Rejection, VerifyError};
 use pgrx::pg_sys;
 
-use crate::{errors, gucs, keyring};
+use crate::{errors, gucs, keyring, revocation};
 
 /// Seconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const POSTGRES_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
@@ -16,7 +16,7 @@ pub fn statement_time() -> i64 {
     micros.div_euclid(1_000_000) + POSTGRES_EPOCH_UNIX_SECONDS
 }
 
-/// Verifies `token` or raises the documented error. A NULL token is a malformed one: no
+/// Verifies `token` (signature, claims, then revocation) or raises the documented error. A NULL token is a malformed one: no
 /// caller may read a NULL result as "no identity, carry on".
 pub fn verify_or_raise(token: Option<&str>) -> Claims {
     let Some(token) = token else {
@@ -32,11 +32,16 @@ pub fn verify_or_raise(token: Option<&str>) -> Claims {
             leeway: gucs::leeway(),
             issuer: issuer.as_deref(),
             audience: audience.as_deref(),
+            max_lifetime: gucs::max_token_lifetime(),
         },
     };
     let now = statement_time();
-    match keyring::with_keyring(|keys| verify(token, keys, &policy, now)) {
+    let claims = match keyring::with_keyring(|keys| verify(token, keys, &policy, now)) {
         Ok(claims) => claims,
         Err(error) => errors::raise_verify_error(&error),
+    };
+    if revocation::claims_revoked(&claims) {
+        errors::raise_verify_error(&VerifyError::Rejected(Rejection::Revoked));
     }
+    claims
 }

@@ -14,6 +14,9 @@ pub struct ClaimRules<'a> {
     pub issuer: Option<&'a str>,
     /// When set, `aud` (a string or an array of strings) must contain it.
     pub audience: Option<&'a str>,
+    /// When set (seconds), `iat` is required and `exp - iat` may not exceed it, which bounds
+    /// how long a revocation must be kept.
+    pub max_lifetime: Option<i64>,
 }
 
 fn numeric_date(
@@ -92,6 +95,12 @@ pub fn check_claims(claims: &Claims, rules: &ClaimRules<'_>, now: i64) -> Result
     }
     if iat.is_some_and(|iat| iat > now + leeway) {
         return Err(Rejection::IssuedInFuture);
+    }
+    if let Some(limit) = rules.max_lifetime {
+        let iat = iat.ok_or(Rejection::MissingClaim("iat"))?;
+        if exp - iat > limit as f64 {
+            return Err(Rejection::LifetimeTooLong { limit });
+        }
     }
     if let Some(issuer) = rules.issuer {
         if iss.ok_or(Rejection::MissingClaim("iss"))? != issuer {

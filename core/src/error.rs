@@ -37,6 +37,10 @@ pub enum Rejection {
     InvalidClaimType(&'static str),
     #[error("role not allowed")]
     RoleNotAllowed(String),
+    #[error("lifetime too long")]
+    LifetimeTooLong { limit: i64 },
+    #[error("revoked")]
+    Revoked,
 }
 
 /// Attacker-chosen text quoted in a detail is cut short and escaped.
@@ -83,6 +87,10 @@ impl Rejection {
             }
             Rejection::MissingClaim(name) => format!("The token has no \"{name}\" claim."),
             Rejection::InvalidClaimType(what) => (*what).to_string(),
+            Rejection::LifetimeTooLong { limit } => format!(
+                "The token's exp is more than pg_session_auth.max_token_lifetime ({limit} s) after its iat."
+            ),
+            Rejection::Revoked => "The token's session, user or token id has been revoked.".into(),
             Rejection::RoleNotAllowed(role) => format!(
                 "The token asks for the role {}, which is not in pg_session_auth.allowed_roles or cannot be assumed.",
                 quoted(role)
@@ -102,6 +110,7 @@ impl Rejection {
                 Some("Add the issuer's key with auth.add_key() or auth.import_jwks().")
             }
             Rejection::RetiredKey(_) => Some("Sign tokens with an active key."),
+            Rejection::Revoked => Some("Sign in again to get a new token."),
             _ => None,
         }
     }

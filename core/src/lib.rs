@@ -13,6 +13,7 @@ pub mod identity;
 mod jwk;
 mod key;
 mod keyring;
+pub mod revocation;
 mod token;
 mod verify;
 

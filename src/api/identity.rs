@@ -31,7 +31,9 @@ fn jwt() -> Option<JsonB> {
 /// `auth.uid()`: `sub` as a UUID; NULL when there is no identity or `sub` is no UUID.
 #[pg_extern(stable, parallel_safe)]
 fn uid() -> Option<Uuid> {
-    claim_text("sub").and_then(|sub| identity::parse_uuid(&sub)).map(Uuid::from_bytes)
+    claim_text("sub")
+        .and_then(|sub| identity::parse_uuid(&sub))
+        .map(Uuid::from_bytes)
 }
 
 /// `auth.user_id()`: `sub` as text, for identity providers whose subjects are not UUIDs.
@@ -55,7 +57,9 @@ fn email() -> Option<String> {
 /// `auth.session_id()`: the `session_id` claim (falling back to `sid`) as a UUID.
 #[pg_extern(stable, parallel_safe)]
 fn session_id() -> Option<Uuid> {
-    current_claims().and_then(|claims| identity::session_id(&claims)).map(Uuid::from_bytes)
+    current_claims()
+        .and_then(|claims| identity::session_id(&claims))
+        .map(Uuid::from_bytes)
 }
 
 /// Why the current request must be refused, or NULL; `auth.check_request()` (SQL, in

@@ -2,4 +2,5 @@
 
 mod identity;
 mod keys;
+mod revocation;
 mod verify;

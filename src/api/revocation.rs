@@ -1,0 +1,264 @@
+//! Sign-out and revocation.
+//!
+//! These functions run as their caller and decide themselves what the caller may do: anyone
+//! may revoke their own session, tokens and user (checked against the identity bound by
+//! `auth.authenticate()`); revoking anyone else's needs `session_auth_admin` (or superuser).
+//! The write itself then runs as the tables' owner (see `owner_spi.rs`).
+
+use pg_session_auth_core::identity;
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::{function_name, IntoDatum, JsonB, PgLogLevel, PgSqlErrorCode, Uuid};
+
+use crate::errors::raise_invalid_parameter;
+use crate::identity::current_claims;
+use crate::owner_spi::{self, text_arg, uuid_arg, Arg};
+use crate::{gucs, revocation};
+
+const ADMIN_ROLE: &std::ffi::CStr = c"session_auth_admin";
+
+fn raise(code: PgSqlErrorCode, message: &str, hint: Option<&str>) -> ! {
+    let report = ErrorReport::new(code, message.to_owned(), function_name!());
+    let report = match hint {
+        Some(hint) => report.set_hint(hint.to_owned()),
+        None => report,
+    };
+    report.report(PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
+}
+
+fn caller_is_admin() -> bool {
+    unsafe {
+        if pg_sys::superuser() {
+            return true;
+        }
+        let admin = pg_sys::get_role_oid(ADMIN_ROLE.as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), admin)
+    }
+}
+
+/// Allows the change when the caller is an admin or `own` says it concerns the caller's
+/// own identity; raises `42501` otherwise.
+fn require_own_or_admin(what: &str, own: impl FnOnce(&pg_session_auth_core::Claims) -> bool) {
+    if caller_is_admin() || current_claims().is_some_and(|claims| own(&claims)) {
+        return;
+    }
+    raise(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        &format!("permission denied to revoke another user's {what}"),
+        Some("Only members of session_auth_admin may revoke what is not their own."),
+    )
+}
+
+fn tables_owner() -> pg_sys::Oid {
+    match owner_spi::relation_and_owner("revoked_sessions") {
+        Some((_, owner)) => owner,
+        None => pgrx::error!("pg_session_auth: the revocation tables are missing"),
+    }
+}
+
+/// How long session and user revocations are kept: `max_token_lifetime`, or forever.
+fn lifetime_arg() -> Arg {
+    (
+        pg_sys::FLOAT8OID,
+        gucs::max_token_lifetime().and_then(|seconds| (seconds as f64).into_datum()),
+    )
+}
+
+fn reason_arg(reason: Option<&str>) -> Arg {
+    (pg_sys::TEXTOID, reason.into_datum())
+}
+
+fn insert_session(session_id: [u8; 16], reason: Option<&str>) -> bool {
+    revocation::note_revocation_written();
+    let (inserted, _) = owner_spi::modify(
+        tables_owner(),
+        "insert into auth.revoked_sessions (session_id, reason, expires_at) \
+         values ($1, $2, pg_catalog.statement_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $3)) \
+         on conflict (session_id) do nothing",
+        &[uuid_arg(Some(session_id)), reason_arg(reason), lifetime_arg()],
+    );
+    inserted == 1
+}
+
+fn insert_token(
+    jti: &str,
+    expires_at: Option<TimestampWithTimeZone>,
+    reason: Option<&str>,
+) -> bool {
+    revocation::note_revocation_written();
+    let (inserted, _) = owner_spi::modify(
+        tables_owner(),
+        "insert into auth.revoked_tokens (jti, reason, expires_at) \
+         values ($1, $2, coalesce($3, pg_catalog.statement_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $4))) \
+         on conflict (jti) do nothing",
+        &[text_arg(jti), reason_arg(reason), (pg_sys::TIMESTAMPTZOID, expires_at.into_datum()), lifetime_arg()],
+    );
+    inserted == 1
+}
+
+/// Sets a user's cut-off to now: for every session, or (with `keep_session`) for every
+/// session but that one. Replacing an "everywhere else" cut-off kept for another session
+/// folds the old one into the all-sessions cut-off, so nothing it revoked comes back.
+fn upsert_user_cutoff(user_id: &str, keep_session: Option<[u8; 16]>, reason: Option<&str>) {
+    if user_id.is_empty() || user_id.len() > 1024 {
+        raise_invalid_parameter("a user id must be 1 to 1024 bytes", None);
+    }
+    revocation::note_revocation_written();
+    owner_spi::modify(
+        tables_owner(),
+        "insert into auth.revoked_users as u \
+             (user_id, revoked_before, others_revoked_before, keep_session_id, reason, expires_at) \
+         values ($1, case when $2::pg_catalog.uuid is null then pg_catalog.statement_timestamp() end, \
+                 case when $2::pg_catalog.uuid is not null then pg_catalog.statement_timestamp() end, \
+                 $2, $3, pg_catalog.statement_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $4)) \
+         on conflict (user_id) do update set \
+             revoked_before = case \
+                 when excluded.keep_session_id is null then excluded.revoked_before \
+                 when u.keep_session_id is distinct from excluded.keep_session_id \
+                     then greatest(u.revoked_before, u.others_revoked_before) \
+                 else u.revoked_before end, \
+             others_revoked_before = case when excluded.keep_session_id is null \
+                 then u.others_revoked_before else excluded.others_revoked_before end, \
+             keep_session_id = case when excluded.keep_session_id is null \
+                 then u.keep_session_id else excluded.keep_session_id end, \
+             reason = excluded.reason, \
+             revoked_at = excluded.revoked_at, \
+             expires_at = case when u.expires_at is null or excluded.expires_at is null then null \
+                 else greatest(u.expires_at, excluded.expires_at) end",
+        &[text_arg(user_id), uuid_arg(keep_session), reason_arg(reason), lifetime_arg()],
+    );
+}
+
+/// `auth.revoke_session(session_id, reason)`: every token of that session is rejected from
+/// now on. True when newly revoked, false when it already was.
+#[pg_extern(volatile, parallel_unsafe)]
+fn revoke_session(session_id: Uuid, reason: default!(Option<&str>, "NULL")) -> bool {
+    let session = *session_id.as_bytes();
+    require_own_or_admin("session", |claims| {
+        identity::session_id(claims) == Some(session)
+    });
+    insert_session(session, reason)
+}
+
+/// `auth.revoke_user(user_id, reason)`: global sign-out — every token of that subject issued
+/// so far is rejected.
+#[pg_extern(volatile, parallel_unsafe, name = "revoke_user")]
+fn revoke_user(user_id: &str, reason: default!(Option<&str>, "NULL")) {
+    require_own_or_admin("user", |claims| {
+        identity::string_claim(claims, "sub") == Some(user_id)
+    });
+    upsert_user_cutoff(user_id, None, reason);
+}
+
+/// `auth.revoke_user(user_id uuid, reason)`: the same, for UUID subjects.
+#[pg_extern(volatile, parallel_unsafe, name = "revoke_user")]
+fn revoke_user_uuid(user_id: Uuid, reason: default!(Option<&str>, "NULL")) {
+    revoke_user(&user_id.to_string(), reason);
+}
+
+/// `auth.revoke_token(jti, expires_at)`: that one token is rejected from now on; the row may
+/// be purged after `expires_at` (give the token's `exp`). True when newly revoked.
+#[pg_extern(volatile, parallel_unsafe)]
+fn revoke_token(jti: &str, expires_at: default!(Option<TimestampWithTimeZone>, "NULL")) -> bool {
+    require_own_or_admin("token", |claims| {
+        identity::string_claim(claims, "jti") == Some(jti)
+    });
+    if jti.is_empty() || jti.len() > 1024 {
+        raise_invalid_parameter("a jti must be 1 to 1024 bytes", None);
+    }
+    insert_token(jti, expires_at, None)
+}
+
+/// `auth.sign_out(scope)`: signs the authenticated caller out — `local`: this session,
+/// `global`: every session, `others`: every session but this one (Supabase's meanings).
+#[pg_extern(volatile, parallel_unsafe)]
+fn sign_out(scope: default!(&str, "'local'")) {
+    let Some(claims) = current_claims() else {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            "auth.sign_out() needs an authenticated identity",
+            Some("Call auth.authenticate() first in the same transaction."),
+        )
+    };
+    let session = identity::session_id(&claims);
+    let sub = identity::string_claim(&claims, "sub");
+    let no_claim = |what: &str| -> ! {
+        raise_invalid_parameter(
+            format!("cannot sign out with scope {scope:?}: the token has no {what}"),
+            None,
+        )
+    };
+    match scope {
+        "local" => match (session, identity::string_claim(&claims, "jti")) {
+            (Some(session), _) => {
+                insert_session(session, Some("sign_out(local)"));
+            }
+            (None, Some(jti)) => {
+                let exp = claims.get("exp").and_then(serde_json::Value::as_f64);
+                let expires_at =
+                    exp.and_then(|exp| TimestampWithTimeZone::try_from(to_timestamp(exp)).ok());
+                insert_token(jti, expires_at, Some("sign_out(local)"));
+            }
+            (None, None) => no_claim("session_id, sid or jti claim"),
+        },
+        "global" => upsert_user_cutoff(
+            sub.unwrap_or_else(|| no_claim("sub claim")),
+            None,
+            Some("sign_out(global)"),
+        ),
+        "others" => {
+            let session = session.unwrap_or_else(|| no_claim("session_id or sid claim"));
+            upsert_user_cutoff(
+                sub.unwrap_or_else(|| no_claim("sub claim")),
+                Some(session),
+                Some("sign_out(others)"),
+            );
+        }
+        _ => raise_invalid_parameter(
+            format!("unknown sign-out scope {scope:?}"),
+            Some("The scope is 'local', 'global' or 'others'.".into()),
+        ),
+    }
+}
+
+/// Unix seconds → PostgreSQL timestamp (microseconds since 2000-01-01).
+fn to_timestamp(unix_seconds: f64) -> pg_sys::TimestampTz {
+    ((unix_seconds - 946_684_800.0) * 1_000_000.0) as pg_sys::TimestampTz
+}
+
+/// `auth.is_revoked(claims)`: whether claims fall under a revocation in force.
+#[pg_extern(stable, parallel_restricted, strict)]
+fn is_revoked(claims: JsonB) -> bool {
+    match claims.0 {
+        serde_json::Value::Object(claims) => revocation::claims_revoked(&claims),
+        _ => raise_invalid_parameter("claims must be a JSON object", None),
+    }
+}
+
+/// `auth.purge_revocations()`: deletes revocations that can no longer matter (every token
+/// they cover has expired) and returns how many. Admins only.
+#[pg_extern(volatile, parallel_unsafe)]
+fn purge_revocations() -> i64 {
+    if !caller_is_admin() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "permission denied to purge revocations",
+            None,
+        );
+    }
+    let (_, rows) = owner_spi::modify(
+        tables_owner(),
+        "with sessions as (delete from auth.revoked_sessions where expires_at operator(pg_catalog.<) pg_catalog.now() returning 1), \
+              users as (delete from auth.revoked_users where expires_at operator(pg_catalog.<) pg_catalog.now() returning 1), \
+              tokens as (delete from auth.revoked_tokens where expires_at operator(pg_catalog.<) pg_catalog.now() returning 1) \
+         select (select pg_catalog.count(*) from sessions) operator(pg_catalog.+) (select pg_catalog.count(*) from users) \
+                operator(pg_catalog.+) (select pg_catalog.count(*) from tokens)",
+        &[],
+    );
+    rows.first()
+        .and_then(|row| row[0].as_deref())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
