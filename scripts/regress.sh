@@ -13,7 +13,7 @@ WORK_DIR="${PG_SESSION_AUTH_TEST_DIR:-/tmp/pg_session_auth_test}"
 PORT="${REGRESS_PORT:-55440}"
 CLUSTER="$WORK_DIR/regress-cluster"
 OUT="$WORK_DIR/regress-out"
-TESTS=(setup verify keys settings identity)
+TESTS=(setup verify keys settings identity revocation)
 
 export PG_BIN
 trap 'bash scripts/cluster.sh stop "$CLUSTER"' EXIT

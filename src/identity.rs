@@ -147,7 +147,7 @@ fn parse_cached(source: ClaimsSource, text: &[u8]) -> Option<Rc<Claims>> {
 /// until it expires. `request` mode: `request.jwt.claims` as PostgREST sets it; an `exp` in
 /// the past also ends it (PostgREST admits tokens without `exp`, so none is required here).
 pub fn current_claims() -> Option<Rc<Claims>> {
-    match check_current()? {
+    match check_current(true)? {
         Ok(claims) => Some(claims),
         Err(Rejection::Revoked) if !revocation::revocation_written_in_this_transaction() => {
             reject(Rejection::Revoked)
@@ -156,8 +156,14 @@ pub fn current_claims() -> Option<Rc<Claims>> {
     }
 }
 
+/// The current claims even if they have been revoked (still `None` once expired): whose
+/// identity a sign-out or revocation acts for, also after a first one in this transaction.
+pub fn current_claims_even_if_revoked() -> Option<Rc<Claims>> {
+    check_current(false)?.ok()
+}
+
 /// The current claims, or why they must be refused now; `None` when there are none.
-fn check_current() -> Option<Result<Rc<Claims>, Rejection>> {
+fn check_current(check_revocation: bool) -> Option<Result<Rc<Claims>, Rejection>> {
     let source = gucs::claims_source();
     let text = match source {
         ClaimsSource::Verified => setting(gucs::BOUND_CLAIMS_NAME)?,
@@ -179,7 +185,7 @@ fn check_current() -> Option<Result<Rc<Claims>, Rejection>> {
     {
         return Some(Err(Rejection::Expired));
     }
-    if revocation::claims_revoked(&claims) {
+    if check_revocation && revocation::claims_revoked(&claims) {
         return Some(Err(Rejection::Revoked));
     }
     Some(Ok(claims))
@@ -200,5 +206,5 @@ pub fn claim_text(name: &str) -> Option<String> {
 
 /// Why the current request's token must be refused now, if it must (`auth.check_request`).
 pub fn request_rejection() -> Option<Rejection> {
-    check_current()?.err()
+    check_current(true)?.err()
 }

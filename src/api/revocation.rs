@@ -12,7 +12,7 @@ use pgrx::prelude::*;
 use pgrx::{function_name, IntoDatum, JsonB, PgLogLevel, PgSqlErrorCode, Uuid};
 
 use crate::errors::raise_invalid_parameter;
-use crate::identity::current_claims;
+use crate::identity::current_claims_even_if_revoked;
 use crate::owner_spi::{self, text_arg, uuid_arg, Arg};
 use crate::{gucs, revocation};
 
@@ -41,7 +41,7 @@ fn caller_is_admin() -> bool {
 /// Allows the change when the caller is an admin or `own` says it concerns the caller's
 /// own identity; raises `42501` otherwise.
 fn require_own_or_admin(what: &str, own: impl FnOnce(&pg_session_auth_core::Claims) -> bool) {
-    if caller_is_admin() || current_claims().is_some_and(|claims| own(&claims)) {
+    if caller_is_admin() || current_claims_even_if_revoked().is_some_and(|claims| own(&claims)) {
         return;
     }
     raise(
@@ -175,7 +175,7 @@ fn revoke_token(jti: &str, expires_at: default!(Option<TimestampWithTimeZone>, "
 /// `global`: every session, `others`: every session but this one (Supabase's meanings).
 #[pg_extern(volatile, parallel_unsafe)]
 fn sign_out(scope: default!(&str, "'local'")) {
-    let Some(claims) = current_claims() else {
+    let Some(claims) = current_claims_even_if_revoked() else {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
             "auth.sign_out() needs an authenticated identity",

@@ -21,6 +21,8 @@ BEGIN = "-- fixtures: begin (written by generate.py)"
 END = "-- fixtures: end"
 SUB = "0b4f8a56-2f1c-4a3e-8d77-5c9e1b2a3d40"
 OTHER_SUB = "7d2e9c14-6b3a-4f58-9e01-3c8a5b6d7e2f"
+REV_SUB = "c0ffee00-1111-4222-8333-444455556666"
+REV_OTHER_SUB = "decade00-1111-4222-8333-444455556666"
 
 
 def b64(data: bytes) -> str:
@@ -100,6 +102,14 @@ def main():
         "role_unknown": hs({**valid, "role": "no_such_role"}),
         "role_number": hs({**valid, "role": 5}),
         "non_uuid_sub": hs({**valid, "sub": "auth0|12345"}),
+        # Revocation: three sessions of one user (issued in 2023), one token without session.
+        "rev_a1": hs({**valid, "sub": REV_SUB, "iat": 1700000000, "session_id": "a1a1a1a1-0000-4000-8000-000000000001"}),
+        "rev_a2": hs({**valid, "sub": REV_SUB, "iat": 1700000000, "session_id": "a2a2a2a2-0000-4000-8000-000000000002"}),
+        "rev_a3": hs({**valid, "sub": REV_SUB, "iat": 1700000000, "sid": "a3a3a3a3-0000-4000-8000-000000000003"}),
+        "rev_a_jti": hs({**valid, "sub": REV_SUB, "iat": 1700000000, "jti": "regress-jti-1"}),
+        "rev_a_no_iat": hs({**valid, "sub": REV_SUB, "session_id": "a4a4a4a4-0000-4000-8000-000000000004"}),
+        "rev_b1": hs({**valid, "sub": REV_OTHER_SUB, "iat": 1700000000, "session_id": "b1b1b1b1-0000-4000-8000-000000000001"}),
+        "rev_b_jti": hs({**valid, "sub": REV_OTHER_SUB, "iat": 1700000000, "jti": "regress-jti-2"}),
         "duplicate_sub": raw({"alg": "HS256", "kid": "regress-hs"},
                              '{"sub":"first","sub":"%s","exp":%d}' % (SUB, FAR_FUTURE)),
     }
