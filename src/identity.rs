@@ -21,6 +21,8 @@ use crate::verification::statement_time;
 use crate::{errors, revocation};
 
 const REQUEST_CLAIMS: &CStr = c"request.jwt.claims";
+/// The whole-claims setting of old PostgREST versions; Supabase's `auth.jwt()` reads it first.
+const LEGACY_REQUEST_CLAIMS: &CStr = c"request.jwt.claim";
 const ROLE: &CStr = c"role";
 
 /// Sets a setting until the end of the current transaction (or savepoint), as `SET LOCAL`.
@@ -147,7 +149,12 @@ fn parse_cached(source: ClaimsSource, text: &[u8]) -> Option<Rc<Claims>> {
 /// until it expires. `request` mode: `request.jwt.claims` as PostgREST sets it; an `exp` in
 /// the past also ends it (PostgREST admits tokens without `exp`, so none is required here).
 pub fn current_claims() -> Option<Rc<Claims>> {
-    match check_current(true)? {
+    usable(check_current(true, WholeClaims::Current)?)
+}
+
+/// Claims as the claim functions use them: refused ones are none, revoked ones raise.
+fn usable(checked: Result<Rc<Claims>, Rejection>) -> Option<Rc<Claims>> {
+    match checked {
         Ok(claims) => Some(claims),
         Err(Rejection::Revoked) if !revocation::revocation_written_in_this_transaction() => {
             reject(Rejection::Revoked)
@@ -156,17 +163,37 @@ pub fn current_claims() -> Option<Rc<Claims>> {
     }
 }
 
+/// All claims, for `auth.jwt()`.
+pub fn whole_claims() -> Option<Rc<Claims>> {
+    usable(check_current(true, WholeClaims::LegacyFirst)?)
+}
+
 /// The current claims even if they have been revoked (still `None` once expired): whose
 /// identity a sign-out or revocation acts for, also after a first one in this transaction.
 pub fn current_claims_even_if_revoked() -> Option<Rc<Claims>> {
-    check_current(false)?.ok()
+    check_current(false, WholeClaims::Current)?.ok()
+}
+
+/// Which setting holds the request's claims in `request` mode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WholeClaims {
+    /// `request.jwt.claims` (what every claim but `auth.jwt()` reads, as in Supabase).
+    Current,
+    /// A non-empty legacy `request.jwt.claim` first (Supabase's `auth.jwt()`).
+    LegacyFirst,
 }
 
 /// The current claims, or why they must be refused now; `None` when there are none.
-fn check_current(check_revocation: bool) -> Option<Result<Rc<Claims>, Rejection>> {
+fn check_current(
+    check_revocation: bool,
+    whole_claims: WholeClaims,
+) -> Option<Result<Rc<Claims>, Rejection>> {
     let source = gucs::claims_source();
     let text = match source {
         ClaimsSource::Verified => setting(gucs::BOUND_CLAIMS_NAME)?,
+        ClaimsSource::Request if whole_claims == WholeClaims::LegacyFirst => {
+            setting(LEGACY_REQUEST_CLAIMS).or_else(|| setting(REQUEST_CLAIMS))?
+        }
         ClaimsSource::Request => setting(REQUEST_CLAIMS)?,
     };
     let Some(claims) = parse_cached(source, text) else {
@@ -191,20 +218,24 @@ fn check_current(check_revocation: bool) -> Option<Result<Rc<Claims>, Rejection>
     Some(Ok(claims))
 }
 
-/// One claim as text. In `request` mode a non-empty legacy `request.jwt.claim.<name>`
-/// setting takes precedence, as in Supabase's helpers.
+/// One claim as text, as SQL's `claims ->> name` gives it. In `request` mode a non-empty
+/// legacy `request.jwt.claim.<name>` setting takes precedence, as in Supabase's helpers —
+/// unless the request's claims exist but are refused (expired, unparsable), in which case
+/// there is no identity at all.
 pub fn claim_text(name: &str) -> Option<String> {
-    if gucs::claims_source() == ClaimsSource::Request {
+    let checked = check_current(true, WholeClaims::Current);
+    let refused = matches!(checked, Some(Err(_)));
+    let claims = checked.and_then(usable);
+    if gucs::claims_source() == ClaimsSource::Request && !refused {
         let legacy = CString::new(format!("request.jwt.claim.{name}")).ok()?;
         if let Some(value) = setting(&legacy) {
             return Some(String::from_utf8_lossy(value).into_owned());
         }
     }
-    let claims = current_claims()?;
-    pg_session_auth_core::identity::string_claim(&claims, name).map(str::to_owned)
+    pg_session_auth_core::identity::claim_as_text(&*claims?, name)
 }
 
 /// Why the current request's token must be refused now, if it must (`auth.check_request`).
 pub fn request_rejection() -> Option<Rejection> {
-    check_current(true)?.err()
+    check_current(true, WholeClaims::Current)?.err()
 }

@@ -6,8 +6,14 @@
 //! rewrite itself: asked to simplify a call (`SupportRequestSimplify`, during the planner's
 //! expression preprocessing, just before sub-selects are planned), it returns the sub-select.
 //! Nothing is folded into a constant, so cached and generic plans stay correct for every
-//! identity. Outside the planner (no `root`: defaults evaluated by COPY, constraints) and
-//! inside the sub-select itself the call is left alone.
+//! identity.
+//!
+//! The call is left alone outside the planner (no `root`: defaults evaluated by COPY,
+//! constraints) and in any query level that reads no table (only an RTE_RESULT, or nothing):
+//! such a level evaluates its expressions once anyway, it includes the rewrite's own
+//! sub-select, and — crucially — PL/pgSQL's "simple expressions" (`if auth.uid() is null`,
+//! `x := auth.jwt() ->> 'sub'`) are such queries: PL/pgSQL decides they are simple before
+//! planning and then evaluates them without the parameter storage an initPlan needs.
 
 use pgrx::prelude::*;
 use pgrx::{pg_sys, Internal, PgBox};
@@ -20,31 +26,19 @@ fn claim_function_support(request: Internal) -> Internal {
     Internal::from(Some(pg_sys::Datum::from(rewritten)))
 }
 
-/// Whether `query` is exactly `SELECT <call of funcid>`, with no FROM items (the planner
-/// gives such a query one RTE_RESULT) and no WHERE: our own sub-select, or the user's.
-unsafe fn is_single_call_select(query: *mut pg_sys::Query, funcid: pg_sys::Oid) -> bool {
-    let query = &*query;
-    if query.targetList.is_null() || (*query.targetList).length != 1 {
-        return false;
-    }
-    if !query.jointree.is_null() && !(*query.jointree).quals.is_null() {
-        return false;
-    }
-    let rtable_len = if query.rtable.is_null() {
+/// Whether `query` reads any table (or function, subquery, VALUES …): anything in its range
+/// table besides the RTE_RESULT the planner gives a query without FROM.
+unsafe fn reads_rows(query: *mut pg_sys::Query) -> bool {
+    let rtable = (*query).rtable;
+    let length = if rtable.is_null() {
         0
     } else {
-        (*query.rtable).length
+        (*rtable).length
     };
-    for index in 0..rtable_len {
-        let rte = pg_sys::list_nth(query.rtable, index) as *mut pg_sys::RangeTblEntry;
-        if (*rte).rtekind != pg_sys::RTEKind::RTE_RESULT {
-            return false;
-        }
-    }
-    let entry = pg_sys::list_nth(query.targetList, 0) as *mut pg_sys::TargetEntry;
-    let expr = (*entry).expr as *mut pg_sys::Node;
-    pgrx::is_a(expr, pg_sys::NodeTag::T_FuncExpr)
-        && (*(expr as *mut pg_sys::FuncExpr)).funcid == funcid
+    (0..length).any(|index| {
+        let entry = pg_sys::list_nth(rtable, index) as *mut pg_sys::RangeTblEntry;
+        (*entry).rtekind != pg_sys::RTEKind::RTE_RESULT
+    })
 }
 
 unsafe fn rewrite_as_initplan(node: *mut pg_sys::Node) -> *mut pg_sys::Node {
@@ -57,7 +51,7 @@ unsafe fn rewrite_as_initplan(node: *mut pg_sys::Node) -> *mut pg_sys::Node {
         return std::ptr::null_mut();
     }
     let call = request.fcall;
-    if !(*call).args.is_null() || is_single_call_select((*root).parse, (*call).funcid) {
+    if !(*call).args.is_null() || !reads_rows((*root).parse) {
         return std::ptr::null_mut();
     }
     // The call node handed to us is temporary: copy it into the sub-select.

@@ -6,10 +6,21 @@ use serde_json::Value;
 use crate::error::Rejection;
 use crate::Claims;
 
-/// A claim as text; `None` when missing, not a string, or empty (as Supabase's helpers treat
-/// an empty `request.jwt.claim.*` setting).
+/// A claim that is a non-empty string; `None` otherwise. Used where a claim identifies
+/// something (a subject, a session, a token id).
 pub fn string_claim<'c>(claims: &'c Claims, name: &str) -> Option<&'c str> {
     claims.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// A claim as SQL's `claims ->> name` gives it (what Supabase's helpers return): a string
+/// as is (also when empty), `null` or a missing claim as `None`, anything else as its JSON
+/// text.
+pub fn claim_as_text(claims: &Claims, name: &str) -> Option<String> {
+    match claims.get(name)? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
 }
 
 /// `sub` parsed as a UUID; `None` when missing or not a UUID.
@@ -24,8 +35,28 @@ pub fn session_id(claims: &Claims) -> Option<[u8; 16]> {
         .and_then(parse_uuid)
 }
 
+/// Parses a UUID exactly as PostgreSQL's `uuid` input does: 32 hex digits, optionally in
+/// braces, with a hyphen allowed after any group of four digits (except the last).
 pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
-    uuid::Uuid::try_parse(text).ok().map(|u| u.into_bytes())
+    let mut rest = text.as_bytes();
+    let braces = rest.first() == Some(&b'{');
+    if braces {
+        rest = &rest[1..];
+    }
+    let mut bytes = [0u8; 16];
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        let [high, low, tail @ ..] = rest else { return None };
+        let digit = |c: &u8| (*c as char).to_digit(16);
+        *byte = (digit(high)? * 16 + digit(low)?) as u8;
+        rest = tail;
+        if index % 2 == 1 && index < 15 && rest.first() == Some(&b'-') {
+            rest = &rest[1..];
+        }
+    }
+    if braces {
+        rest = rest.strip_prefix(b"}")?;
+    }
+    rest.is_empty().then_some(bytes)
 }
 
 /// Whether claims that were valid when bound have expired at `now` (same rule as

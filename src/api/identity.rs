@@ -9,7 +9,7 @@ use pg_session_auth_core::identity;
 use pgrx::prelude::*;
 use pgrx::{JsonB, Uuid};
 
-use crate::identity::{bind, claim_text, current_claims, request_rejection};
+use crate::identity::{bind, claim_text, current_claims, request_rejection, whole_claims};
 use crate::verification::verify_or_raise;
 
 /// `auth.authenticate(token)`: verifies the token with every rule of `auth.verify`, binds its
@@ -25,7 +25,7 @@ fn authenticate(token: Option<&str>) -> JsonB {
 /// `auth.jwt()`: all claims of the current identity, or NULL.
 #[pg_extern(stable, parallel_safe)]
 fn jwt() -> Option<JsonB> {
-    current_claims().map(|claims| JsonB(serde_json::Value::Object((*claims).clone())))
+    whole_claims().map(|claims| JsonB(serde_json::Value::Object((*claims).clone())))
 }
 
 /// `auth.uid()`: `sub` as a UUID; NULL when there is no identity or `sub` is no UUID.

@@ -25,7 +25,7 @@ REASONS = (
     "malformed", "too large", "unsupported algorithm", "unknown key", "retired key",
     "algorithm mismatch", "forbidden header", "bad signature", "expired", "not yet valid",
     "issued in the future", "wrong issuer", "wrong audience", "missing claim",
-    "invalid claim type",
+    "invalid claim type", "role not allowed", "lifetime too long", "revoked",
 )
 
 
