@@ -1,7 +1,8 @@
 //! Every `pg_session_auth.*` setting. Each decides what is trusted, so each is `SUSET`: only a
 //! superuser (or a role granted `SET` on it) may change it, in a session, per role/database,
-//! or in postgresql.conf. `NO_RESET_ALL` keeps a client's `RESET ALL`/`DISCARD ALL` from
-//! dropping a value a superuser set for the session.
+//! or in postgresql.conf. `SUPERUSER_ONLY`: the roles requests run as cannot even read them
+//! (members of `pg_read_all_settings` can). `NO_RESET_ALL` keeps a client's `RESET ALL` /
+//! `DISCARD ALL` from dropping a value a superuser set for the session.
 
 use std::ffi::CString;
 
@@ -46,7 +47,7 @@ pub static BOUND_CLAIMS: GucSetting<Option<CString>> = GucSetting::<Option<CStri
 /// Name of [`BOUND_CLAIMS`].
 pub const BOUND_CLAIMS_NAME: &std::ffi::CStr = c"pg_session_auth.claims";
 
-const TRUST_FLAGS: GucFlags = GucFlags::NO_RESET_ALL;
+const TRUST_FLAGS: GucFlags = GucFlags::NO_RESET_ALL.union(GucFlags::SUPERUSER_ONLY);
 
 pub fn register() {
     GucRegistry::define_int_guc(

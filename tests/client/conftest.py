@@ -150,6 +150,8 @@ class Cluster:
                              dbname="postgres", autocommit=True, connect_timeout=10) as conn:
             conn.execute("create extension pg_session_auth")
             conn.execute(f"create role {APP_USER} login")
+            # The trust settings are hidden from request roles; the tests read them back.
+            conn.execute(f"grant pg_read_all_settings to {APP_USER}")
             conn.execute(f"create role {KEY_ADMIN} login")
             conn.execute(f"grant {ADMIN_ROLE} to {KEY_ADMIN}")
             # A helper that reports a verification's outcome instead of raising, so that many

@@ -230,6 +230,25 @@ def test_plain_role_cannot_change_settings(pg, name, value):
     assert pg.sql("select count(*) from pg_db_role_setting")[0][0] == 0
 
 
+def test_request_roles_cannot_read_the_trust_settings(pg):
+    """Without pg_read_all_settings a role cannot even read what decides trust."""
+    pg.sql("create role no_settings_reader login")
+    try:
+        with pg.connect("no_settings_reader") as reader:
+            for name in ("leeway", "issuer", "audience", "max_token_bytes", "max_token_lifetime",
+                         "claims_source", "role_claim", "allowed_roles", "claims"):
+                with raises_sqlstate("42501"):
+                    reader.execute(f"show pg_session_auth.{name}")
+                with raises_sqlstate("42501"):
+                    reader.execute(f"select current_setting('pg_session_auth.{name}')")
+            visible = reader.execute(
+                "select count(*) from pg_settings where name like 'pg_session_auth.%'").fetchone()[0]
+            assert visible == 0
+    finally:
+        pg.close_connections()
+        pg.sql("drop role no_settings_reader")
+
+
 def test_plain_role_cannot_set_at_connection_start(pg):
     """Startup options (PGOPTIONS) of a non-superuser: with the library preloaded, the value
     given at connection start is refused (a WARNING) and the default stays."""
