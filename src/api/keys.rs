@@ -4,9 +4,10 @@
 
 use pg_session_auth_core::{check_kid, parse_jwks, parse_key, Algorithm, StoredKey, VerifyingKey};
 use pgrx::prelude::*;
-use pgrx::JsonB;
+use pgrx::{IntoDatum, JsonB};
 
 use crate::errors::{raise_invalid_parameter, raise_key_error};
+use crate::owner_spi::{self, text_arg};
 
 fn algorithm(name: &str) -> Algorithm {
     Algorithm::from_name(name).unwrap_or_else(|| {
@@ -27,18 +28,23 @@ fn store_key(kid: &str, alg: Algorithm, stored: &StoredKey) {
         StoredKey::Secret(secret) => (Some(secret.clone()), None),
         StoredKey::PublicJwk(jwk) => (None, Some(JsonB(serde_json::Value::Object(jwk.clone())))),
     };
-    Spi::run_with_args(
+    let Some((_, owner)) = owner_spi::relation_and_owner("keys") else {
+        pgrx::error!("pg_session_auth: auth.keys is missing");
+    };
+    // Through owner_spi, not pgrx's Spi: that one asks for a transaction id first, which on a
+    // hot standby is an internal error instead of PostgreSQL's read-only error (25006).
+    owner_spi::modify(
+        owner,
         "insert into auth.keys as k (kid, alg, secret, public_jwk) values ($1, $2, $3, $4) \
          on conflict (kid) do update set alg = excluded.alg, secret = excluded.secret, \
          public_jwk = excluded.public_jwk, created_at = pg_catalog.now(), retired_at = null",
         &[
-            kid.into(),
-            alg.name().into(),
-            secret.into(),
-            public_jwk.into(),
+            text_arg(kid),
+            text_arg(alg.name()),
+            (pg_sys::BYTEAOID, secret.into_datum()),
+            (pg_sys::JSONBOID, public_jwk.into_datum()),
         ],
-    )
-    .unwrap_or_else(|error| pgrx::error!("pg_session_auth: could not store key: {error}"));
+    );
 }
 
 /// `auth.add_key(kid, alg, key)`: adds or replaces a verification key. `key` is the HMAC
