@@ -63,7 +63,10 @@ select error_of('set pg_session_auth.max_token_bytes = 1000000');
 select error_of('select set_config(''pg_session_auth.leeway'', ''99999'', false)');
 select error_of('alter role regress_app set pg_session_auth.leeway = 99999');
 reset all;
-show pg_session_auth.leeway;
+-- Request roles cannot even read what decides trust.
+select error_of('show pg_session_auth.leeway');
+select error_of('select current_setting(''pg_session_auth.issuer'')');
+select count(*) as visible_settings from pg_settings where name like 'pg_session_auth.%';
 -- The expired token stays expired whatever the role tried.
 select error_of(format('select auth.verify(%L)', :'expired'));
 reset role;
