@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the token and key fixtures of the pg_regress files (tests/pg_regress/sql/*.sql).
+"""Writes the token and key fixtures of the pg_regress files to fixtures.psql, which each
+file in sql/ includes (scripts/regress.sh runs pg_regress from the repository root).
 
 The regress files are golden files, so their tokens are fixed: valid ones expire in 2100,
 expired ones in 2001. Run this only to change the fixtures, then re-record the expected
@@ -13,12 +14,11 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-SQL_DIR = pathlib.Path(__file__).parent / "sql"
 HS_SECRET = "regress-hmac-secret-0123456789-abcdef"
 FAR_FUTURE = 4102444800  # 2100-01-01
 PAST = 1000000000  # 2001-09-09
-BEGIN = "-- fixtures: begin (written by generate.py)"
-END = "-- fixtures: end"
+FIXTURES = pathlib.Path(__file__).parent / "fixtures.psql"
+HEADER = "-- Token and key fixtures of the pg_regress files, written by generate.py. Do not edit.\n"
 SUB = "0b4f8a56-2f1c-4a3e-8d77-5c9e1b2a3d40"
 OTHER_SUB = "7d2e9c14-6b3a-4f58-9e01-3c8a5b6d7e2f"
 REV_SUB = "c0ffee00-1111-4222-8333-444455556666"
@@ -113,15 +113,9 @@ def main():
         "duplicate_sub": raw({"alg": "HS256", "kid": "regress-hs"},
                              '{"sub":"first","sub":"%s","exp":%d}' % (SUB, FAR_FUTURE)),
     }
-    block = "\n".join(f"\\set {name} {sql_literal(value)}" for name, value in fixtures.items())
-    for path in sorted(SQL_DIR.glob("*.sql")):
-        text = path.read_text()
-        if BEGIN not in text:
-            continue
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        path.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}")
-        print(f"updated {path}")
+    lines = [f"\\set {name} {sql_literal(value)}" for name, value in fixtures.items()]
+    FIXTURES.write_text(HEADER + "\n".join(lines) + "\n")
+    print(f"wrote {FIXTURES}")
 
 
 def sql_literal(text: str) -> str:
