@@ -79,3 +79,21 @@ select auth.authenticate(:'no_role') ->> 'sub';
 select current_user, auth.uid();
 rollback;
 reset role;
+
+-- Claim functions inside PL/pgSQL expressions (which PL/pgSQL evaluates as "simple
+-- expressions"; the planner rewrite must leave them alone).
+set role regress_authenticator;
+begin;
+select auth.authenticate(:'alice') ->> 'sub' as sub;
+do $$
+declare
+    who text := coalesce(auth.user_id(), 'nobody');
+begin
+    if auth.uid() is null then
+        raise exception 'no identity';
+    end if;
+    raise notice 'uid %, email %, user %', auth.uid()::text, auth.jwt() ->> 'email', who;
+end
+$$;
+rollback;
+reset role;
