@@ -29,6 +29,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
     invalidation::register_callback();
+    revocation::register_transaction_callbacks();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -139,23 +139,75 @@ impl RevocationSource for Answers {
 }
 
 thread_local! {
-    static REVOKED_IN_THIS_TRANSACTION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The (sub)transactions of the current transaction that wrote a revocation through the
+    /// extension's functions and have not been rolled back.
+    static WRITTEN_BY: RefCell<Vec<pg_sys::SubTransactionId>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Notes that this transaction wrote a revocation (until it ends).
-pub fn note_revocation_written() {
-    if !REVOKED_IN_THIS_TRANSACTION.with(|flag| flag.replace(true)) {
-        let clear = || REVOKED_IN_THIS_TRANSACTION.with(|flag| flag.set(false));
-        pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, clear);
-        pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, clear);
+/// Follows revocations written in this transaction through subtransaction commit and abort.
+/// Called once, from `_PG_init`.
+pub fn register_transaction_callbacks() {
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(on_transaction_end), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subtransaction_end), std::ptr::null_mut());
     }
 }
 
-/// Whether this transaction wrote a revocation through the extension's functions. Claim
-/// functions then treat a revoked identity as none instead of raising, so that signing out
-/// does not abort — and thereby undo — its own transaction.
+unsafe extern "C-unwind" fn on_transaction_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    if matches!(
+        event,
+        XACT_EVENT_COMMIT
+            | XACT_EVENT_ABORT
+            | XACT_EVENT_PARALLEL_COMMIT
+            | XACT_EVENT_PARALLEL_ABORT
+            | XACT_EVENT_PREPARE
+    ) {
+        WRITTEN_BY.with(|written| written.borrow_mut().clear());
+    }
+}
+
+unsafe extern "C-unwind" fn on_subtransaction_end(
+    event: pg_sys::SubXactEvent::Type,
+    subtransaction: pg_sys::SubTransactionId,
+    parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    WRITTEN_BY.with(|written| {
+        let mut written = written.borrow_mut();
+        match event {
+            pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
+                for id in written.iter_mut().filter(|id| **id == subtransaction) {
+                    *id = parent;
+                }
+            }
+            pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+                written.retain(|id| *id != subtransaction)
+            }
+            _ => {}
+        }
+    });
+}
+
+/// Notes that the current (sub)transaction wrote a revocation.
+pub fn note_revocation_written() {
+    let current = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    WRITTEN_BY.with(|written| {
+        let mut written = written.borrow_mut();
+        if !written.contains(&current) {
+            written.push(current);
+        }
+    });
+}
+
+/// Whether this transaction wrote a revocation through the extension's functions (and has
+/// not rolled it back). Claim functions then treat a revoked identity as none instead of
+/// raising, so that signing out does not abort — and thereby undo — its own transaction.
 pub fn revocation_written_in_this_transaction() -> bool {
-    REVOKED_IN_THIS_TRANSACTION.with(std::cell::Cell::get)
+    WRITTEN_BY.with(|written| !written.borrow().is_empty())
 }
 
 /// Whether the claims fall under a revocation in force now (for this backend: committed by

@@ -9,7 +9,10 @@ use crate::Claims;
 /// A claim that is a non-empty string; `None` otherwise. Used where a claim identifies
 /// something (a subject, a session, a token id).
 pub fn string_claim<'c>(claims: &'c Claims, name: &str) -> Option<&'c str> {
-    claims.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// A claim as SQL's `claims ->> name` gives it (what Supabase's helpers return): a string
@@ -35,6 +38,26 @@ pub fn session_id(claims: &Claims) -> Option<[u8; 16]> {
         .and_then(parse_uuid)
 }
 
+/// The form a subject is stored and looked up in for revocation: a UUID in PostgreSQL's
+/// canonical text form (so `ABC…` and `{abc…}` are one subject, as they are to `auth.uid()`),
+/// anything else as it is.
+pub fn canonical_user_id(sub: &str) -> String {
+    match parse_uuid(sub) {
+        Some(bytes) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            format!(
+                "{}-{}-{}-{}-{}",
+                &hex[0..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..32]
+            )
+        }
+        None => sub.to_owned(),
+    }
+}
+
 /// Parses a UUID exactly as PostgreSQL's `uuid` input does: 32 hex digits, optionally in
 /// braces, with a hyphen allowed after any group of four digits (except the last).
 pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
@@ -45,7 +68,9 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     }
     let mut bytes = [0u8; 16];
     for (index, byte) in bytes.iter_mut().enumerate() {
-        let [high, low, tail @ ..] = rest else { return None };
+        let [high, low, tail @ ..] = rest else {
+            return None;
+        };
         let digit = |c: &u8| (*c as char).to_digit(16);
         *byte = (digit(high)? * 16 + digit(low)?) as u8;
         rest = tail;
@@ -80,7 +105,11 @@ pub struct RolePolicy<'a> {
 impl<'a> RolePolicy<'a> {
     /// Reads a comma-separated list of role names (spaces around names are ignored).
     pub fn new(claim: &'a str, allowed_list: &'a str) -> RolePolicy<'a> {
-        let allowed = allowed_list.split(',').map(str::trim).filter(|name| !name.is_empty()).collect();
+        let allowed = allowed_list
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .collect();
         RolePolicy { claim, allowed }
     }
 
@@ -91,7 +120,9 @@ impl<'a> RolePolicy<'a> {
             None => Ok(None),
             Some(Value::String(name)) if self.allowed.contains(&name.as_str()) => Ok(Some(name)),
             Some(Value::String(name)) => Err(Rejection::RoleNotAllowed(name.clone())),
-            Some(_) => Err(Rejection::InvalidClaimType("The role claim must be a string.")),
+            Some(_) => Err(Rejection::InvalidClaimType(
+                "The role claim must be a string.",
+            )),
         }
     }
 }

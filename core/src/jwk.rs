@@ -164,10 +164,14 @@ pub(crate) fn parse_jwk(
 
     match (kty, crv) {
         ("oct", _) if !allow_secret => {
-            return Err(KeyError::NotForSignatures("symmetric keys are not taken from a key set".into()))
+            return Err(KeyError::NotForSignatures(
+                "symmetric keys are not taken from a key set".into(),
+            ))
         }
         ("oct" | "RSA", _) | ("EC", Some("P-256" | "P-384")) | ("OKP", Some("Ed25519")) => {}
-        ("EC" | "OKP", Some(curve)) => return Err(KeyError::Invalid(format!("unsupported curve {curve:?}"))),
+        ("EC" | "OKP", Some(curve)) => {
+            return Err(KeyError::Invalid(format!("unsupported curve {curve:?}")))
+        }
         _ => return Err(KeyError::Invalid(format!("unsupported key type {kty:?}"))),
     }
 

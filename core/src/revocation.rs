@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::identity::{session_id, string_claim};
+use crate::identity::{canonical_user_id, session_id, string_claim};
 use crate::Claims;
 
 /// A user's cut-offs (Unix seconds): tokens issued at or before them are revoked.
@@ -25,12 +25,23 @@ impl UserCutoff {
     /// `iat` cannot show it was issued after them, so any applicable cut-off revokes it.
     pub fn revokes(&self, iat: Option<f64>, session: Option<[u8; 16]>) -> bool {
         let spared = self.keep_session.is_some() && self.keep_session == session;
-        let applicable = [self.revoked_before, if spared { None } else { self.others_revoked_before }];
-        applicable.into_iter().flatten().any(|cutoff| iat.is_none_or(|iat| iat <= cutoff))
+        let applicable = [
+            self.revoked_before,
+            if spared {
+                None
+            } else {
+                self.others_revoked_before
+            },
+        ];
+        applicable
+            .into_iter()
+            .flatten()
+            .any(|cutoff| iat.is_none_or(|iat| iat <= cutoff))
     }
 }
 
 /// Where revocations are looked up.
+/// Users are looked up by [`canonical_user_id`].
 pub trait RevocationSource {
     fn session_revoked(&mut self, session_id: &[u8; 16]) -> bool;
     fn token_revoked(&mut self, jti: &str) -> bool;
@@ -47,6 +58,6 @@ pub fn is_revoked(claims: &Claims, source: &mut impl RevocationSource) -> bool {
         return true;
     }
     string_claim(claims, "sub")
-        .and_then(|sub| source.user_cutoff(sub))
+        .and_then(|sub| source.user_cutoff(&canonical_user_id(sub)))
         .is_some_and(|cutoff| cutoff.revokes(claims.get("iat").and_then(Value::as_f64), session))
 }

@@ -131,11 +131,22 @@ fn upsert_user_cutoff(user_id: &str, keep_session: Option<[u8; 16]>, reason: Opt
     );
 }
 
+/// A required argument; NULL is refused with `22004`, never passed through as "nothing".
+fn required<T>(value: Option<T>, name: &str) -> T {
+    value.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            &format!("{name} must not be NULL"),
+            None,
+        )
+    })
+}
+
 /// `auth.revoke_session(session_id, reason)`: every token of that session is rejected from
 /// now on. True when newly revoked, false when it already was.
 #[pg_extern(volatile, parallel_unsafe)]
-fn revoke_session(session_id: Uuid, reason: default!(Option<&str>, "NULL")) -> bool {
-    let session = *session_id.as_bytes();
+fn revoke_session(session_id: Option<Uuid>, reason: default!(Option<&str>, "NULL")) -> bool {
+    let session = *required(session_id, "session_id").as_bytes();
     require_own_or_admin("session", |claims| {
         identity::session_id(claims) == Some(session)
     });
@@ -143,25 +154,31 @@ fn revoke_session(session_id: Uuid, reason: default!(Option<&str>, "NULL")) -> b
 }
 
 /// `auth.revoke_user(user_id, reason)`: global sign-out — every token of that subject issued
-/// so far is rejected.
+/// so far is rejected. A subject that is a UUID matches however it is written.
 #[pg_extern(volatile, parallel_unsafe, name = "revoke_user")]
-fn revoke_user(user_id: &str, reason: default!(Option<&str>, "NULL")) {
+fn revoke_user(user_id: Option<&str>, reason: default!(Option<&str>, "NULL")) {
+    let user_id = identity::canonical_user_id(required(user_id, "user_id"));
     require_own_or_admin("user", |claims| {
-        identity::string_claim(claims, "sub") == Some(user_id)
+        identity::string_claim(claims, "sub").map(identity::canonical_user_id)
+            == Some(user_id.clone())
     });
-    upsert_user_cutoff(user_id, None, reason);
+    upsert_user_cutoff(&user_id, None, reason);
 }
 
 /// `auth.revoke_user(user_id uuid, reason)`: the same, for UUID subjects.
 #[pg_extern(volatile, parallel_unsafe, name = "revoke_user")]
-fn revoke_user_uuid(user_id: Uuid, reason: default!(Option<&str>, "NULL")) {
-    revoke_user(&user_id.to_string(), reason);
+fn revoke_user_uuid(user_id: Option<Uuid>, reason: default!(Option<&str>, "NULL")) {
+    revoke_user(Some(&required(user_id, "user_id").to_string()), reason);
 }
 
 /// `auth.revoke_token(jti, expires_at)`: that one token is rejected from now on; the row may
 /// be purged after `expires_at` (give the token's `exp`). True when newly revoked.
 #[pg_extern(volatile, parallel_unsafe)]
-fn revoke_token(jti: &str, expires_at: default!(Option<TimestampWithTimeZone>, "NULL")) -> bool {
+fn revoke_token(
+    jti: Option<&str>,
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> bool {
+    let jti = required(jti, "jti");
     require_own_or_admin("token", |claims| {
         identity::string_claim(claims, "jti") == Some(jti)
     });
@@ -238,7 +255,9 @@ fn is_revoked(claims: JsonB) -> bool {
 }
 
 /// `auth.purge_revocations()`: deletes revocations that can no longer matter (every token
-/// they cover has expired) and returns how many. Admins only.
+/// they cover has expired) and returns how many. Admins only. A token is accepted until
+/// `exp + leeway`, and its `iat` may lie up to `leeway` ahead, so a row is kept for twice
+/// the largest possible leeway (2 × 3600 s) after its `expires_at`.
 #[pg_extern(volatile, parallel_unsafe)]
 fn purge_revocations() -> i64 {
     if !caller_is_admin() {
@@ -250,9 +269,9 @@ fn purge_revocations() -> i64 {
     }
     let (_, rows) = owner_spi::modify(
         tables_owner(),
-        "with sessions as (delete from auth.revoked_sessions where expires_at operator(pg_catalog.<) pg_catalog.now() returning 1), \
-              users as (delete from auth.revoked_users where expires_at operator(pg_catalog.<) pg_catalog.now() returning 1), \
-              tokens as (delete from auth.revoked_tokens where expires_at operator(pg_catalog.<) pg_catalog.now() returning 1) \
+        "with sessions as (delete from auth.revoked_sessions where expires_at operator(pg_catalog.<) (pg_catalog.now() operator(pg_catalog.-) interval '2 hours') returning 1), \
+              users as (delete from auth.revoked_users where expires_at operator(pg_catalog.<) (pg_catalog.now() operator(pg_catalog.-) interval '2 hours') returning 1), \
+              tokens as (delete from auth.revoked_tokens where expires_at operator(pg_catalog.<) (pg_catalog.now() operator(pg_catalog.-) interval '2 hours') returning 1) \
          select (select pg_catalog.count(*) from sessions) operator(pg_catalog.+) (select pg_catalog.count(*) from users) \
                 operator(pg_catalog.+) (select pg_catalog.count(*) from tokens)",
         &[],
