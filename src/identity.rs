@@ -113,14 +113,15 @@ thread_local! {
     static PARSED: RefCell<Option<ParsedClaims>> = const { RefCell::new(None) };
 }
 
-/// A setting's current value, or `None` when unset or empty.
-fn setting(name: &CStr) -> Option<&'static [u8]> {
+/// A setting's current value, or `None` when unset or empty. Copied: the server's string
+/// lives only until the setting next changes.
+fn setting(name: &CStr) -> Option<Vec<u8>> {
     let value = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
     if value.is_null() {
         return None;
     }
     let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
-    (!bytes.is_empty()).then_some(bytes)
+    (!bytes.is_empty()).then(|| bytes.to_vec())
 }
 
 fn parse_cached(source: ClaimsSource, text: &[u8]) -> Option<Rc<Claims>> {
@@ -196,7 +197,7 @@ fn check_current(
         }
         ClaimsSource::Request => setting(REQUEST_CLAIMS)?,
     };
-    let Some(claims) = parse_cached(source, text) else {
+    let Some(claims) = parse_cached(source, &text) else {
         return match source {
             // Unparsable request claims are no identity to the claim functions (as in
             // Supabase's helpers, minus the error), and a reason to refuse the request.
@@ -229,7 +230,7 @@ pub fn claim_text(name: &str) -> Option<String> {
     if gucs::claims_source() == ClaimsSource::Request && !refused {
         let legacy = CString::new(format!("request.jwt.claim.{name}")).ok()?;
         if let Some(value) = setting(&legacy) {
-            return Some(String::from_utf8_lossy(value).into_owned());
+            return Some(String::from_utf8_lossy(&value).into_owned());
         }
     }
     pg_session_auth_core::identity::claim_as_text(&*claims?, name)
