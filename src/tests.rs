@@ -27,8 +27,9 @@ mod tests {
         Spi::run(&format!("select auth.add_key('k1', 'HS256', '{SECRET}')")).unwrap();
     }
 
+    /// The statement's clock in whole seconds, as the extension reads it (rounded down).
     fn now() -> i64 {
-        Spi::get_one::<i64>("select extract(epoch from statement_timestamp())::int8")
+        Spi::get_one::<i64>("select floor(extract(epoch from statement_timestamp()))::int8")
             .unwrap()
             .unwrap()
     }
