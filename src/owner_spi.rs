@@ -114,6 +114,8 @@ fn run(
         }
         // As a SECURITY DEFINER function's `SET search_path` does: a new GUC nest level,
         // popped below. On ERROR, (sub)transaction abort restores the user id and settings.
+        // Also while executing: a kept plan is re-planned whenever the current search_path
+        // differs from the one it was prepared under.
         let guc_level = pg_sys::NewGUCNestLevel();
         pg_sys::set_config_option(
             c"search_path".as_ptr(),
