@@ -78,7 +78,7 @@ pub fn bind(claims: &Claims) {
         check_assumable(role);
     }
 
-    let text = serde_json::Value::Object(claims.clone()).to_string();
+    let text = serde_json::to_string(claims).expect("claims serialise");
     set_local(
         gucs::BOUND_CLAIMS_NAME,
         &text,

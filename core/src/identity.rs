@@ -42,20 +42,19 @@ pub fn session_id(claims: &Claims) -> Option<[u8; 16]> {
 /// canonical text form (so `ABC…` and `{abc…}` are one subject, as they are to `auth.uid()`),
 /// anything else as it is.
 pub fn canonical_user_id(sub: &str) -> String {
-    match parse_uuid(sub) {
-        Some(bytes) => {
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            format!(
-                "{}-{}-{}-{}-{}",
-                &hex[0..8],
-                &hex[8..12],
-                &hex[12..16],
-                &hex[16..20],
-                &hex[20..32]
-            )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let Some(bytes) = parse_uuid(sub) else {
+        return sub.to_owned();
+    };
+    let mut text = String::with_capacity(36);
+    for (index, byte) in bytes.iter().enumerate() {
+        if matches!(index, 4 | 6 | 8 | 10) {
+            text.push('-');
         }
-        None => sub.to_owned(),
+        text.push(HEX[usize::from(byte >> 4)] as char);
+        text.push(HEX[usize::from(byte & 0xf)] as char);
     }
+    text
 }
 
 /// Parses a UUID exactly as PostgreSQL's `uuid` input does: 32 hex digits, optionally in
