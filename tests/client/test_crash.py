@@ -217,16 +217,16 @@ def _fill_revocations(cluster: Cluster, rows: int) -> None:
     100 per table that purge_revocations must keep."""
     cluster.sql(
         "insert into auth.revoked_sessions (session_id, expires_at) "
-        "select gen_random_uuid(), now() - interval '1 hour' from generate_series(1, %s)",
+        "select gen_random_uuid(), now() - interval '1 day' from generate_series(1, %s)",
         (rows,))
     cluster.sql(
         "insert into auth.revoked_users (user_id, revoked_before, expires_at) "
-        "select 'purge-user-' || i, now(), now() - interval '1 hour' "
+        "select 'purge-user-' || i, now(), now() - interval '1 day' "
         "from generate_series(1, %s) i", (rows,))
     cluster.sql(
         "insert into auth.revoked_tokens (jti, expires_at) "
         "select case when i = %s then 'purge-last' else 'purge-jti-' || i end, "
-        "now() - interval '1 hour' from generate_series(1, %s) i", (rows, rows))
+        "now() - interval '1 day' from generate_series(1, %s) i", (rows, rows))
     cluster.sql(
         "insert into auth.revoked_sessions (session_id, expires_at) "
         "select gen_random_uuid(), case when mod(i, 2) = 0 then now() + interval '1 day' end "
