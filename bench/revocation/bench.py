@@ -9,8 +9,9 @@ and the same tokens:
 
 Phase 1 times auth.authenticate / auth.verify per token in bench_empty and bench_full,
 alternating, with repeated (warm) and new (cold) tokens. Phase 2 measures the backend memory
-kept for revocation answers. Phase 3 verifies cached tokens while other sessions revoke.
-Phase 4 purges bench_purge while verifiers run. See bench/revocation/README.md.
+kept for revocation answers, with UUID keys, with the longest keys whose answers are kept
+(128 bytes) and with longer ones (not kept). Phase 3 verifies cached tokens while other
+sessions revoke. Phase 4 purges bench_purge while verifiers run. See bench/revocation/README.md.
 
     python3 bench.py --dir WORKDIR --port PORT [--library PATH] [--rounds R] [--sessions N]
                      [--users N] [--revoked-tokens N] [--purge-rows N] [--verifiers V]
@@ -36,8 +37,17 @@ KID = "bench-hs256"
 DBS = ("bench_empty", "bench_full")
 TARGET_US = 1.0
 WARM_PAIRS = 30
-# The extension's cap on answers kept per kind (src/revocation.rs, MAX_ANSWERS).
+# The extension's cap on answers kept per kind (src/revocation.rs, MAX_ANSWERS), and the
+# longest jti / sub whose answer is kept (MAX_CACHED_KEY_BYTES; longer ones are looked up
+# every time).
 MAX_ANSWERS = 10_000
+MAX_CACHED_KEY_BYTES = 128
+# What a backend runs when it (re)builds its answers: are all revocation tables empty?
+# (src/revocation.rs, fresh_answers; through the primary keys' indexes.)
+EMPTINESS_PROBE = (
+    "select (select session_id from auth.revoked_sessions order by session_id limit 1) is not null "
+    "or (select user_id from auth.revoked_users order by user_id limit 1) is not null "
+    "or (select jti from auth.revoked_tokens order by jti limit 1) is not null")
 # Sizes from rustc (x86_64): size_of of each map's (key, value) slot.
 SLOT_BYTES = {"sessions": 17, "tokens": 32, "users": 80}  # ([u8;16],bool) (String,bool) (String,Option<UserCutoff>)
 
@@ -493,74 +503,96 @@ def map_bytes(kind, entries):
 
 
 def computed_bound(sub_len, jti_len):
+    """(table bytes, key bytes) of the three maps full with `sub_len`/`jti_len`-byte keys.
+    Keys longer than MAX_CACHED_KEY_BYTES are not kept, so they add nothing."""
     tables = sum(map_bytes(k, MAX_ANSWERS) for k in SLOT_BYTES)
-    keys = MAX_ANSWERS * (malloc_chunk(sub_len) + malloc_chunk(jti_len))
+    kept = lambda n: malloc_chunk(n) if n <= MAX_CACHED_KEY_BYTES else 0
+    keys = MAX_ANSWERS * (kept(sub_len) + kept(jti_len))
     return tables, keys
 
 
-def phase_memory(port, steps):
-    """RssAnon etc. of a new backend before and after passes over tokens whose lookups miss."""
+# Drops every backend's revocation answers without changing any row: the statement-level
+# trigger on the table fires for an empty DELETE too (sql/finalize.sql, src/invalidation.rs).
+DROP_ANSWERS = "delete from auth.revoked_tokens where false"
+
+
+def phase_memory(port, sequences):
+    """For each sequence of steps, in a new backend per database: RssAnon etc. before and after
+    each step, and each step's per-token cost and index lookups. Every step is one statement
+    over `n` tokens, none of them revoked. After the warm-up the backend's answers are dropped,
+    so each sequence starts from empty maps (and the steps meet the maps in a known state)."""
     results = {}
     plan_mem = {}
-    for db in DBS:
-        conn = connect(port, db)
-        pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+    for title, steps in sequences:
+        for db in DBS:
+            b = Backend(port, db)
 
-        def run(sql):
-            conn.execute("begin")
-            conn.execute(sql).fetchone()
-            conn.execute("rollback")
+            def run(sql):
+                b.conn.execute("begin")
+                b.conn.execute(sql).fetchone()
+                b.conn.execute("rollback")
 
-        # Warm-up: keyring, prepared lookups, the statements' own catalog lookups.
-        run("select count(auth.authenticate(token)) from tokens_b where id <= 200")
-        run("select count(auth.authenticate(token)) from tokens_l where id <= 20")
-        conn.execute("select count(*) from pg_backend_memory_contexts").fetchone()
-        run("select count(auth.authenticate(token)) from tokens_b where id <= 200")
-        status = [("start (after a 200-token warm-up)", proc_status(pid))]
-        for label, sql in steps:
-            run(sql)
-            status.append((label, proc_status(pid)))
-        plan_mem[db] = conn.execute(
-            "select count(*), coalesce(sum(total_bytes), 0) from pg_backend_memory_contexts "
-            "where ident like '%auth.revoked_%'").fetchone()
-        results[db] = status
-        conn.close()
+            # Warm-up: keyring, prepared lookups, the statements' own catalog lookups, EXPLAIN.
+            run("select count(auth.authenticate(token)) from tokens_b where id <= 200")
+            run("select count(auth.authenticate(token)) from tokens_l where id <= 20")
+            run("select count(auth.authenticate(token)) from tokens_m where id <= 20")
+            b.timed("select count(auth.authenticate(token)) from tokens_b where id <= 200", 200)
+            b.conn.execute("select count(*) from pg_backend_memory_contexts").fetchone()
+            b.conn.execute(DROP_ANSWERS)
+            status = [("start (after a warm-up; answers dropped)", proc_status(b.pid), None)]
+            for label, sql, n in steps:
+                timing = b.timed(sql, n)
+                status.append((label, proc_status(b.pid), timing))
+            plan_mem[db] = b.conn.execute(
+                "select count(*), coalesce(sum(total_bytes), 0) from pg_backend_memory_contexts "
+                "where ident like '%auth.revoked_%'").fetchone()
+            results[(title, db)] = status
+            b.close()
     return results, plan_mem
 
 
 def report_memory(results, plan_mem, long_len):
     print()
-    print("Backend memory (kB, /proc/<backend>/status), a new backend per database, passes in order;")
-    print("every lookup misses (no token is revoked), so each answer is stored. RssAnon is the private")
-    print("memory, where the Rust maps live (malloc); growth is against the start. VmRSS also counts the")
-    print("shared buffers the backend has touched (RssShmem: token tables, indexes), so it grows in both.")
-    header = (f"{'step':<52} | {'RssAnon':>8} {'growth':>8} | {'RssAnon':>8} {'growth':>8} | {'full-empty':>10} | "
-              f"{'VmRSS e':>8} {'VmRSS f':>8}")
-    print(f"{'':<52} | {'bench_empty':^17} | {'bench_full':^17} |")
-    print(header)
-    print("-" * len(header))
-    e_steps, f_steps = results["bench_empty"], results["bench_full"]
-    e0, f0 = e_steps[0][1]["RssAnon"], f_steps[0][1]["RssAnon"]
-    for (label, e), (_, f) in zip(e_steps, f_steps):
-        eg, fg = e["RssAnon"] - e0, f["RssAnon"] - f0
-        print(f"{label:<52} | {e['RssAnon']:8d} {eg:+8d} | {f['RssAnon']:8d} {fg:+8d} | {fg - eg:+10d} | "
-              f"{e['VmRSS']:8d} {f['VmRSS']:8d}")
+    print("Backend memory (kB, /proc/<backend>/status), a new backend per sequence and database, steps in")
+    print("order; no token is revoked, so every answer looked up is stored (if its key is short enough).")
+    print("RssAnon is the private memory, where the Rust maps live (malloc); growth is against the")
+    print("start. VmRSS also counts the shared buffers the backend has touched (token tables, indexes).")
+    print("scans: index scans per token in bench_full (pg_stat_get_xact_numscans on the three primary keys);")
+    print("µs: on-CPU per token (empty / full).")
+    header = (f"{'step':<50} | {'scans':>5} {'µs e':>6} {'µs f':>6} | {'growth e':>8} {'growth f':>8} "
+              f"{'full-empty':>10} | {'VmRSS e':>8} {'VmRSS f':>8}")
+    largest = (0, "")
+    for title in dict.fromkeys(t for t, _ in results):
+        print()
+        print(f"{title}:")
+        print(header)
+        print("-" * len(header))
+        e_steps, f_steps = results[(title, "bench_empty")], results[(title, "bench_full")]
+        e0, f0 = e_steps[0][1]["RssAnon"], f_steps[0][1]["RssAnon"]
+        for (label, e, et), (_, f, ft) in zip(e_steps, f_steps):
+            eg, fg = e["RssAnon"] - e0, f["RssAnon"] - f0
+            if fg - eg > largest[0]:
+                largest = (fg - eg, f"{title}: {label}")
+            cost = f"{ft[2]:5.2f} {et[1]:6.2f} {ft[1]:6.2f}" if ft else f"{'':>5} {'':>6} {'':>6}"
+            print(f"{label:<50} | {cost} | {eg:+8d} {fg:+8d} {fg - eg:+10d} | {e['VmRSS']:8d} {f['VmRSS']:8d}")
+        print(f"  RssAnon at the start: bench_empty {e0} kB, bench_full {f0} kB")
+    print()
     for db in DBS:
         n, total = plan_mem[db]
-        print(f"  {db}: prepared revocation lookups: {n} memory contexts, {total / 1024:.0f} kB (pg_backend_memory_contexts)")
+        print(f"  {db}: prepared revocation queries: {n} memory contexts, {total / 1024:.0f} kB (pg_backend_memory_contexts)")
     tables, keys36 = computed_bound(36, 36)
+    _, keys_cap = computed_bound(MAX_CACHED_KEY_BYTES, MAX_CACHED_KEY_BYTES)
     _, keys_long = computed_bound(long_len, long_len)
-    # Default max_token_bytes 8192: the payload is at most 3/4 of that; sub and jti share it.
-    payload = (8192 - 60) * 3 // 4
-    _, keys_max = computed_bound(payload // 2, payload // 2)
-    print("Computed bound (src/revocation.rs: 3 HashMaps of at most MAX_ANSWERS = 10,000 answers each):")
+    print(f"Computed bound (src/revocation.rs: 3 HashMaps of at most MAX_ANSWERS = {MAX_ANSWERS:,} answers each; "
+          f"jti and sub kept only up to MAX_CACHED_KEY_BYTES = {MAX_CACHED_KEY_BYTES}):")
     print(f"  tables: 16,384 buckets each (capacity 14,336 >= 10,000) x (slot + 1 control byte): "
           f"sessions 17 B, tokens 32 B, users 80 B per slot -> {tables / 1e6:.2f} MB")
     print(f"  keys (heap Strings, glibc chunk = len + 8 rounded up to 16, min 32): 10,000 x (sub + jti)")
-    print(f"    36-byte UUID sub and jti (as here, Supabase-like):     {keys36 / 1e6:.2f} MB -> total {(tables + keys36) / 1e6:.2f} MB")
-    print(f"    {long_len}-byte sub and jti (the long-key pass):            {keys_long / 1e6:.2f} MB -> total {(tables + keys_long) / 1e6:.2f} MB")
-    print(f"    largest keys a default 8192-byte token can carry (~{payload // 2} B each): "
-          f"{keys_max / 1e6:.1f} MB -> total {(tables + keys_max) / 1e6:.1f} MB")
+    print(f"    36-byte UUID sub and jti (Supabase-like):          {keys36 / 1e6:.2f} MB -> total {(tables + keys36) / 1e6:.2f} MB")
+    print(f"    {MAX_CACHED_KEY_BYTES}-byte sub and jti (the longest kept; the bound): "
+          f"{keys_cap / 1e6:.2f} MB -> total {(tables + keys_cap) / 1e6:.2f} MB")
+    print(f"    {long_len}-byte sub and jti (not kept):                {keys_long / 1e6:.2f} MB -> at most the tables")
+    return {"bound": tables + keys_cap, "largest_kb": largest[0], "largest_step": largest[1]}
 
 
 # ---------------------------------------------------------------------------- phase 3: churn
@@ -622,9 +654,7 @@ def report_churn(out):
 
 def probe(conn):
     """What every backend runs when its answers are dropped: the emptiness probe (src/revocation.rs)."""
-    plan = conn.execute(
-        "explain (analyze, buffers, format json) select exists (select from auth.revoked_sessions) "
-        "or exists (select from auth.revoked_users) or exists (select from auth.revoked_tokens)").fetchone()[0][0]
+    plan = conn.execute(f"explain (analyze, buffers, format json) {EMPTINESS_PROBE}").fetchone()[0][0]
     buffers = 0
 
     def walk(node):
@@ -643,7 +673,7 @@ def probe(conn):
 
 def invalidated_verify(conn, backend, token):
     """Commits one unrelated revocation (which drops every backend's answers), then times the
-    next auth.verify in `backend`: (ms, emptiness-probe seq scans it ran)."""
+    next auth.verify in `backend`: (ms, sequential scans of a revocation table it ran)."""
     conn.execute("select auth.revoke_session(gen_random_uuid(), 'bench: invalidate')")
     backend.conn.execute("begin")
     scans0 = backend.scans()
@@ -814,9 +844,9 @@ def report_purge(res, expected):
     print("One auth.verify right after an unrelated revocation committed (every backend's answers dropped;"
           " the verification rebuilds them):")
     for label, t, ms, seq in res["invalidations"]:
-        print(f"  {label:<34} {ms:9.3f} ms (emptiness-probe seq scans: {seq}), at {t - m['purge0']:+.2f} s")
+        print(f"  {label:<34} {ms:9.3f} ms (seq scans of a revocation table: {seq}), at {t - m['purge0']:+.2f} s")
     print("Emptiness probe each backend runs when its answers are dropped "
-          "(select exists(...) or exists(...) or exists(...)):")
+          "((select <pk> ... order by <pk> limit 1) is not null or ..., for the three tables):")
     for label, (ms, buffers, kinds) in res["probes"]:
         print(f"  {label:<34} {ms:9.3f} ms, {buffers:6d} buffers ({kinds})")
     print("Timeline, verifications per 100 ms (all verifiers), one row per second; "
@@ -864,6 +894,7 @@ def main():
         "b": make_set(secret, now, "b", 10_000),
         "c": make_set(secret, now, "c", 30_000),
         "l": make_set(secret, now, "l", 10_000, long_keys=args.long_keys),
+        "m": make_set(secret, now, "m", 10_000, long_keys=MAX_CACHED_KEY_BYTES),
     }
     per_verifier = 15_000
     purge_tokens = make_set(secret, now, "p", per_verifier * args.verifiers)
@@ -877,7 +908,8 @@ def main():
         verifier_files.append(path)
     avg = {k: sum(map(len, v)) // len(v) for k, v in sets.items()}
     print(f"  {sum(n_of.values()) + len(purge_tokens):,} tokens in {time.time() - t0:.1f} s; "
-          f"average length {avg['a']} bytes ({avg['l']} for the {args.long_keys}-byte sub/jti set)")
+          f"average length {avg['a']} bytes ({avg['m']} for the {MAX_CACHED_KEY_BYTES}-byte sub/jti set, "
+          f"{avg['l']} for the {args.long_keys}-byte one)")
 
     admin = connect(args.port, "postgres")
     server_version = admin.execute("show server_version").fetchone()[0]
@@ -933,7 +965,7 @@ def main():
     print(f"  bench_full rejects all {n_rev} (revoked session / user / user-others / jti) and accepts the "
           f"{len(honesty) - n_rev} that must survive (kept session, cut-off before iat); bench_empty accepts all")
 
-    summary = None
+    summary = memory_summary = None
     if "cost" not in skip:
         samples, autovac = phase_cost(args.port, args.rounds, n_of)
         summary = report_cost(samples, args.rounds, n_of, autovac, (args.sessions, args.users, args.revoked_tokens))
@@ -941,16 +973,27 @@ def main():
     if "memory" not in skip:
         print()
         print("== memory")
-        steps = [
-            ("+10,000 new tokens (36-byte sub and jti)", "select count(auth.authenticate(token)) from tokens_c where id <= 10000"),
-            ("+20,000 more new tokens (30,000 distinct in all)", "select count(auth.authenticate(token)) from tokens_c where id > 10000"),
-            ("the 30,000 again (all miss: maps cycle)", "select count(auth.authenticate(token)) from tokens_c"),
-            ("the 30,000 again", "select count(auth.authenticate(token)) from tokens_c"),
-            (f"+10,000 tokens with {args.long_keys}-byte sub and jti", "select count(auth.authenticate(token)) from tokens_l"),
-            ("the 30,000 short-key tokens again", "select count(auth.authenticate(token)) from tokens_c"),
+        c = "select count(auth.authenticate(token)) from tokens_c"
+        lng = "select count(auth.authenticate(token)) from tokens_l"
+        cap = "select count(auth.authenticate(token)) from tokens_m"
+        sequences = [
+            ("UUID sub and jti (36 bytes)", [
+                ("+10,000 new tokens", c + " where id <= 10000", 10_000),
+                ("the same 10,000 again (all kept)", c + " where id <= 10000", 10_000),
+                ("+20,000 more new tokens (30,000 distinct in all)", c + " where id > 10000", 20_000),
+                ("the 30,000 again (all miss: maps cycle)", c, 30_000),
+            ]),
+            ("long sub and jti", [
+                (f"+10,000 tokens with {args.long_keys}-byte sub and jti", lng, 10_000),
+                ("the same again (sub, jti not kept)", lng, 10_000),
+                (f"+10,000 tokens with {MAX_CACHED_KEY_BYTES}-byte sub and jti", cap, 10_000),
+                ("the same again (all kept: the bound)", cap, 10_000),
+                (f"the {args.long_keys}-byte tokens again", lng, 10_000),
+                ("30,000 UUID-key tokens", c, 30_000),
+            ]),
         ]
-        mem, plan_mem = phase_memory(args.port, steps)
-        report_memory(mem, plan_mem, args.long_keys)
+        mem, plan_mem = phase_memory(args.port, sequences)
+        memory_summary = report_memory(mem, plan_mem, args.long_keys)
 
     if "churn" not in skip:
         print()
@@ -969,7 +1012,7 @@ def main():
           f"{loadavg()} after; {args.rounds} rounds")
     if summary:
         for clock, name in (("cpu", "on-CPU"), ("wall", "wall clock")):
-            for state, what in (("warm pairs", "repeated tokens (answers cached)"), ("cold", "new tokens (one index lookup per kind)"),
+            for state, what in (("warm pairs", "repeated tokens (answers cached)"), ("cold", "new tokens (one query: 3 index probes)"),
                                 ("fresh backend", "first statement of a new backend")):
                 em, fm, delta = summary[("authenticate", state, clock)]
                 verdict = "MET" if delta <= TARGET_US else "NOT MET"
@@ -981,9 +1024,15 @@ def main():
               f"best full run - best empty run {best:+.2f} µs)")
         em, fm, delta = summary[("probe", "probe", "cpu")]
         cold = summary[("authenticate", "cold", "cpu")][2]
-        print(f"Cold breakdown (on-CPU): +{cold:.2f} µs/token for 3 lookups, of which the 3 index probes themselves "
-              f"(plain SQL) are +{delta:.2f} µs; the rest, {cold - delta:.2f} µs ({(cold - delta) / 3:.2f} µs per "
-              f"lookup), is the SPI call around each probe (src/owner_spi.rs)")
+        print(f"Cold breakdown (on-CPU): +{cold:.2f} µs/token for one query with 3 index probes, of which the "
+              f"probes themselves (plain SQL) are +{delta:.2f} µs; the rest, {cold - delta:.2f} µs, is the one SPI "
+              f"call around them (src/owner_spi.rs) and the keys' computation")
+    if memory_summary:
+        bound, largest = memory_summary["bound"] / 1024, memory_summary["largest_kb"]
+        verdict = "MET" if largest <= 1.1 * bound else "NOT MET"
+        print(f"TARGET memory bounded: computed bound {bound * 1024 / 1e6:.2f} MB ({bound:.0f} kB) per backend; largest "
+              f"measured RssAnon growth over the control {largest} kB (after: {memory_summary['largest_step']}); "
+              f"<= bound + 10% -> {verdict}")
     if purge_summary:
         phases, longest = purge_summary
         before = phases.get("before", (0, 0))[0]

@@ -8,7 +8,7 @@ statement completed (comparable across processes on Linux) to OUT as JSON.
 
 Give it more distinct tokens than a backend keeps answers for (10,000 per kind): cycling over
 them, every verification then misses the answer cache and looks all three revocation tables
-up in their indexes, which is what a purge could get in the way of.
+up in their indexes (one query), which is what a purge could get in the way of.
 """
 
 import argparse
