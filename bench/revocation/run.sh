@@ -21,7 +21,7 @@ LIB="$WORK/lib"
 DATA="$WORK/tokens"
 export PG_BIN="$("$PG_CONFIG" --bindir)"
 
-step() { printf '\n== %s\n' "$*"; }
+source bench/lib.sh
 
 mkdir -p "$WORK" "$LIB"
 rm -rf "$DATA" && mkdir -p "$DATA"
@@ -34,28 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# As bench/run.sh: others may build or install at the same time, so retry, and keep a private
-# copy of the library we built (loaded through dynamic_library_path) that no later
-# `cargo pgrx install` can swap under the benchmark.
-step "building and installing the extension (release)"
-pkglibdir="$("$PG_CONFIG" --pkglibdir)"
-for attempt in 1 2 3 4 5; do
-    if cargo pgrx install --release --pg-config "$PG_CONFIG" >"$WORK/install.log" 2>&1 \
-        && cp "$pkglibdir/pg_session_auth.so" "$LIB/pg_session_auth.so" \
-        && cmp -s "$LIB/pg_session_auth.so" target/release/libpg_session_auth.so; then
-        break
-    fi
-    if [ "$attempt" = 5 ]; then
-        tail -30 "$WORK/install.log" >&2
-        echo "bench: could not build and install the release extension" >&2
-        exit 1
-    fi
-    cp "$WORK/install.log" "$WORK/install.failed-$attempt.log"
-    echo "  build/install failed or was overwritten (attempt $attempt; see $WORK/install.failed-$attempt.log); retrying in 30 s"
-    sleep 30
-done
-chmod 644 "$LIB/pg_session_auth.so"
-echo "  $(du -h "$LIB/pg_session_auth.so" | cut -f1) release library pinned at $LIB/pg_session_auth.so"
+build_and_pin_library
 echo "  built from commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src core sql 2>/dev/null || echo ' + uncommitted changes in src/core/sql')"
 
 step "starting a cluster on loopback"

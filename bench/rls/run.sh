@@ -28,7 +28,7 @@ LIB="$WORK/lib"
 SCRIPTS="$WORK/scripts"
 export PG_BIN="$("$PG_CONFIG" --bindir)"
 
-step() { printf '\n== %s\n' "$*"; }
+source bench/lib.sh
 
 mkdir -p "$WORK" "$LIB"
 rm -rf "$SCRIPTS" && mkdir -p "$SCRIPTS"
@@ -40,28 +40,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Others may be building or installing the extension at the same time: retry a failed build,
-# and keep a private copy of the library we built, loaded through dynamic_library_path, so a
-# later `cargo pgrx install` (say a debug build) cannot swap it under the benchmark.
-step "building and installing the extension (release)"
-pkglibdir="$("$PG_CONFIG" --pkglibdir)"
-for attempt in 1 2 3 4 5; do
-    if cargo pgrx install --release --pg-config "$PG_CONFIG" >"$WORK/install.log" 2>&1 \
-        && cp "$pkglibdir/pg_session_auth.so" "$LIB/pg_session_auth.so" \
-        && cmp -s "$LIB/pg_session_auth.so" target/release/libpg_session_auth.so; then
-        break
-    fi
-    if [ "$attempt" = 5 ]; then
-        tail -30 "$WORK/install.log" >&2
-        echo "bench: could not build and install the release extension" >&2
-        exit 1
-    fi
-    cp "$WORK/install.log" "$WORK/install.failed-$attempt.log"
-    echo "  build/install failed or was overwritten (attempt $attempt; see $WORK/install.failed-$attempt.log); retrying in 30 s"
-    sleep 30
-done
-chmod 644 "$LIB/pg_session_auth.so"
-echo "  $(du -h "$LIB/pg_session_auth.so" | cut -f1) release library pinned at $LIB/pg_session_auth.so"
+build_and_pin_library
 
 step "starting a cluster on loopback"
 # shared_buffers holds every table (7 x ~50 MB), so no scan goes through a ring buffer or the
