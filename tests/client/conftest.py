@@ -27,6 +27,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -56,14 +57,24 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _candidate_ports():
-    ports = list(PORTS)
-    random.Random(os.getpid() ^ id(ports)).shuffle(ports)
+def free_ports(ports) -> list[int]:
+    """The free ports of a range, in random order (several runs may share the machine)."""
+    ports = list(ports)
+    random.Random(os.getpid() ^ time.time_ns()).shuffle(ports)
     return [port for port in ports if _port_is_free(port)]
 
 
+def as_postgres(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs a server program as the postgres OS user (PostgreSQL refuses to run as root)."""
+    command = list(argv) if os.geteuid() != 0 else ["sudo", "-u", "postgres", "--", *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
 class Cluster:
-    """One throw-away cluster. ``connect`` tracks connections so they can be closed."""
+    """One throw-away cluster. ``connect`` tracks connections so they can be closed.
+    Subclasses may set ``PORT_RANGE`` and extend ``conf()``."""
+
+    PORT_RANGE = PORTS
 
     def __init__(self, preload: bool = True):
         self.preload = preload
@@ -76,12 +87,15 @@ class Cluster:
 
     # -- life cycle ------------------------------------------------------------------------
 
+    def conf(self) -> list[str]:
+        """postgresql.conf lines for this cluster."""
+        return [PRELOAD] if self.preload else []
+
     def start(self) -> None:
-        conf = [PRELOAD] if self.preload else []
         last_error = None
-        for port in _candidate_ports()[:5]:
+        for port in free_ports(self.PORT_RANGE)[:5]:
             result = subprocess.run(
-                ["bash", str(CLUSTER_SH), "start", str(self.datadir), str(port), *conf],
+                ["bash", str(CLUSTER_SH), "start", str(self.datadir), str(port), *self.conf()],
                 capture_output=True,
                 text=True,
                 timeout=120,

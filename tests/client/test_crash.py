@@ -12,9 +12,6 @@ extension are checked with amcheck.
 from __future__ import annotations
 
 import os
-import random
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -23,7 +20,7 @@ import psycopg
 import pytest
 
 from client_support import claims, invalid, make_key
-from conftest import CLUSTER_SH, PRELOAD, SAFETY_OPTIONS, Cluster, _live_clusters
+from conftest import PRELOAD, SAFETY_OPTIONS, Cluster, as_postgres
 
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 PORTS = range(55950, 56000)
@@ -32,53 +29,22 @@ TABLES = ("auth.revoked_sessions", "auth.revoked_users", "auth.revoked_tokens", 
 PURGE_ROWS = 40_000  # expired rows per revocation table
 
 
-def _free_ports(ports) -> list[int]:
-    candidates = list(ports)
-    random.Random(os.getpid() ^ time.time_ns()).shuffle(candidates)
-    free = []
-    for port in candidates:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        free.append(port)
-    return free
-
-
-def _as_postgres(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    command = list(argv) if os.geteuid() != 0 else ["sudo", "-u", "postgres", "--", *argv]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-
 class CrashCluster(Cluster):
     CONF = [PRELOAD, "fsync = on", "synchronous_commit = on", "full_page_writes = on"]
 
-    def start(self) -> None:
-        last_error = None
-        for port in _free_ports(PORTS)[:5]:
-            result = subprocess.run(
-                ["bash", str(CLUSTER_SH), "start", str(self.datadir), str(port), *self.CONF],
-                capture_output=True, text=True, timeout=120,
-            )
-            if result.returncode == 0:
-                self.port = port
-                self.started = True
-                _live_clusters.add(self)
-                return
-            last_error = f"port {port}: {result.stdout}{result.stderr}{self.server_log()}"
-            subprocess.run(["bash", str(CLUSTER_SH), "stop", str(self.datadir)],
-                           capture_output=True, timeout=60)
-        raise RuntimeError(f"could not start a cluster: {last_error}")
+    PORT_RANGE = PORTS
+
+    def conf(self) -> list[str]:
+        return self.CONF
 
     def crash_and_restart(self) -> str:
         """pg_ctl stop -m immediate, then start; returns what the server logged meanwhile."""
         log_offset = len(self.server_log())
-        result = _as_postgres(f"{PG_BIN}/pg_ctl", "-D", str(self.datadir), "-m", "immediate",
+        result = as_postgres(f"{PG_BIN}/pg_ctl", "-D", str(self.datadir), "-m", "immediate",
                               "-w", "stop")
         assert result.returncode == 0, result.stdout + result.stderr
         self.close_connections()
-        result = _as_postgres(f"{PG_BIN}/pg_ctl", "-D", str(self.datadir), "-l",
+        result = as_postgres(f"{PG_BIN}/pg_ctl", "-D", str(self.datadir), "-l",
                               str(self.datadir / "server.log"), "-w", "-t", "60", "start")
         assert result.returncode == 0, result.stdout + result.stderr + self.server_log()[-3000:]
         log = self.server_log()[log_offset:]

@@ -15,11 +15,8 @@ backend's next statement processes it and drops its cached answers.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -29,7 +26,7 @@ import psycopg.types.json
 import pytest
 
 from client_support import claims, invalid, make_key
-from conftest import CLUSTER_SH, PRELOAD, Cluster, _live_clusters, raises_sqlstate
+from conftest import PRELOAD, Cluster, _live_clusters, as_postgres, free_ports, raises_sqlstate
 
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 PRIMARY_PORTS = range(55900, 55925)
@@ -39,25 +36,6 @@ AUTHENTICATOR = "repl_authenticator"
 KID = "repl-k"
 REPLAY_TIMEOUT = 20.0
 REVOKED = "invalid token: revoked"  # (client_support.REASONS predates revocation)
-
-
-def _free_ports(ports) -> list[int]:
-    candidates = list(ports)
-    random.Random(os.getpid() ^ time.time_ns()).shuffle(candidates)
-    free = []
-    for port in candidates:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        free.append(port)
-    return free
-
-
-def _as_postgres(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    command = list(argv) if os.geteuid() != 0 else ["sudo", "-u", "postgres", "--", *argv]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 class Primary(Cluster):
@@ -71,22 +49,10 @@ class Primary(Cluster):
         "hot_standby = on",
     ]
 
-    def start(self) -> None:
-        last_error = None
-        for port in _free_ports(PRIMARY_PORTS)[:5]:
-            result = subprocess.run(
-                ["bash", str(CLUSTER_SH), "start", str(self.datadir), str(port), *self.CONF],
-                capture_output=True, text=True, timeout=120,
-            )
-            if result.returncode == 0:
-                self.port = port
-                self.started = True
-                _live_clusters.add(self)
-                return
-            last_error = f"port {port}: {result.stdout}{result.stderr}{self.server_log()}"
-            subprocess.run(["bash", str(CLUSTER_SH), "stop", str(self.datadir)],
-                           capture_output=True, timeout=60)
-        raise RuntimeError(f"could not start the primary: {last_error}")
+    PORT_RANGE = PRIMARY_PORTS
+
+    def conf(self) -> list[str]:
+        return self.CONF
 
     def allow_replication_from_loopback(self) -> None:
         """initdb --auth=trust normally writes `host replication all 127.0.0.1/32 trust`;
@@ -120,9 +86,9 @@ class Standby(Cluster):
 
     def start(self) -> None:
         last_error = None
-        for port in _free_ports(STANDBY_PORTS)[:5]:
+        for port in free_ports(STANDBY_PORTS)[:5]:
             shutil.rmtree(self.datadir, ignore_errors=True)
-            backup = _as_postgres(
+            backup = as_postgres(
                 f"{PG_BIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary.port),
                 "-U", "postgres", "-D", str(self.datadir), "-R", "-X", "stream",
                 "-c", "fast", "--no-sync",
@@ -141,7 +107,7 @@ class Standby(Cluster):
                             str(self.datadir / "postgresql.conf")],
                            input=conf, capture_output=True, text=True, check=True, timeout=30)
             (self.datadir / "server.log").unlink(missing_ok=True)  # the primary's, copied
-            result = _as_postgres(f"{PG_BIN}/pg_ctl", "-D", str(self.datadir), "-l",
+            result = as_postgres(f"{PG_BIN}/pg_ctl", "-D", str(self.datadir), "-l",
                                   str(self.datadir / "standby.log"), "-w", "-t", "60", "start")
             if result.returncode == 0:
                 self.port = port
@@ -149,7 +115,7 @@ class Standby(Cluster):
                 _live_clusters.add(self)
                 return
             last_error = f"port {port}: {result.stdout}{result.stderr}{self.server_log()}"
-            _as_postgres(f"{PG_BIN}/pg_ctl", "-D", str(self.datadir), "-m", "immediate", "stop",
+            as_postgres(f"{PG_BIN}/pg_ctl", "-D", str(self.datadir), "-m", "immediate", "stop",
                          timeout=60)
         raise RuntimeError(f"could not start the standby: {last_error}")
 
