@@ -16,8 +16,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use pg_session_auth_core::identity::{canonical_user_id, session_id, string_claim};
-use pg_session_auth_core::revocation::{is_revoked, RevocationSource, UserCutoff};
+use pg_session_auth_core::revocation::{RevocationKeys, RevocationSource, UserCutoff};
 use pg_session_auth_core::Claims;
 use pgrx::pg_sys;
 
@@ -88,39 +87,44 @@ fn parse_epoch(text: Option<&str>) -> Option<f64> {
     text?.parse().ok()
 }
 
-/// What one token's revocation check needs to know, keyed as the core looks it up.
+/// The answers one token's check needs, for exactly the keys it was gathered for.
 struct Known {
-    session: Option<([u8; 16], bool)>,
-    token: Option<(String, bool)>,
-    user: Option<(String, Option<UserCutoff>)>,
+    session: bool,
+    token: bool,
+    user: Option<UserCutoff>,
+}
+
+impl RevocationSource for Known {
+    fn session_revoked(&mut self, _session_id: &[u8; 16]) -> bool {
+        self.session
+    }
+
+    fn token_revoked(&mut self, _jti: &str) -> bool {
+        self.token
+    }
+
+    fn user_cutoff(&mut self, _user_id: &str) -> Option<UserCutoff> {
+        self.user
+    }
 }
 
 impl Answers {
-    /// Everything the check of `claims` needs: from the kept answers, and for whatever is
-    /// missing from one query.
-    fn known_for(&mut self, claims: &Claims) -> Known {
-        let session = session_id(claims);
-        let jti = string_claim(claims, "jti").map(str::to_owned);
-        let user = string_claim(claims, "sub").map(canonical_user_id);
-        let Some(owner) = self.owner else {
-            return Known {
-                session: session.map(|s| (s, false)),
-                token: jti.map(|j| (j, false)),
-                user: user.map(|u| (u, None)),
-            };
-        };
+    /// The answers for `keys`: from those kept, and for whatever is missing from one query.
+    fn known_for(&mut self, keys: &RevocationKeys<'_>, owner: pg_sys::Oid) -> Known {
+        let session = keys.session.and_then(|s| self.sessions.get(&s).copied());
+        let token = keys.jti.and_then(|j| self.tokens.get(j).copied());
+        let user = keys
+            .user
+            .as_deref()
+            .and_then(|u| self.users.get(u).copied());
+        let missing_session = keys.session.filter(|_| session.is_none());
+        let missing_jti = keys.jti.filter(|_| token.is_none());
+        let missing_user = keys.user.as_deref().filter(|_| user.is_none());
         let mut known = Known {
-            session: session.and_then(|s| self.sessions.get(&s).map(|&r| (s, r))),
-            token: jti
-                .as_ref()
-                .and_then(|j| self.tokens.get(j).map(|&r| (j.clone(), r))),
-            user: user
-                .as_ref()
-                .and_then(|u| self.users.get(u).map(|&c| (u.clone(), c))),
+            session: session.unwrap_or(false),
+            token: token.unwrap_or(false),
+            user: user.flatten(),
         };
-        let missing_session = session.filter(|_| known.session.is_none());
-        let missing_jti = jti.filter(|_| known.token.is_none());
-        let missing_user = user.filter(|_| known.user.is_none());
         if missing_session.is_none() && missing_jti.is_none() && missing_user.is_none() {
             return known;
         }
@@ -137,25 +141,23 @@ impl Answers {
                  from auth.revoked_users r where r.user_id operator(pg_catalog.=) $3) as u on true",
             &[
                 uuid_arg(missing_session),
-                text_arg_or_null(missing_jti.as_deref()),
-                text_arg_or_null(missing_user.as_deref()),
+                text_arg_or_null(missing_jti),
+                text_arg_or_null(missing_user),
             ],
         );
         let row = rows.first().expect("the lookup returns one row");
         if let Some(s) = missing_session {
-            let revoked = row[0].as_deref() == Some("t");
-            remember(&mut self.sessions, s, revoked);
-            known.session = Some((s, revoked));
+            known.session = row[0].as_deref() == Some("t");
+            remember(&mut self.sessions, s, known.session);
         }
         if let Some(j) = missing_jti {
-            let revoked = row[1].as_deref() == Some("t");
+            known.token = row[1].as_deref() == Some("t");
             if j.len() <= MAX_CACHED_KEY_BYTES {
-                remember(&mut self.tokens, j.clone(), revoked);
+                remember(&mut self.tokens, j.to_owned(), known.token);
             }
-            known.token = Some((j, revoked));
         }
         if let Some(u) = missing_user {
-            let cutoff = (row[2].as_deref() == Some("t")).then(|| UserCutoff {
+            known.user = (row[2].as_deref() == Some("t")).then(|| UserCutoff {
                 revoked_before: parse_epoch(row[3].as_deref()),
                 others_revoked_before: parse_epoch(row[4].as_deref()),
                 keep_session: row[5]
@@ -163,9 +165,8 @@ impl Answers {
                     .and_then(pg_session_auth_core::identity::parse_uuid),
             });
             if u.len() <= MAX_CACHED_KEY_BYTES {
-                remember(&mut self.users, u.clone(), cutoff);
+                remember(&mut self.users, u.to_owned(), known.user);
             }
-            known.user = Some((u, cutoff));
         }
         known
     }
@@ -175,33 +176,6 @@ fn text_arg_or_null(value: Option<&str>) -> owner_spi::Arg {
     match value {
         Some(value) => text_arg(value),
         None => (pg_sys::TEXTOID, None),
-    }
-}
-
-/// Answers the core's questions from what was gathered for this token. A question about
-/// any other key (which the core, deriving keys the same way, never asks) is answered
-/// "revoked": fail closed.
-impl RevocationSource for Known {
-    fn session_revoked(&mut self, asked: &[u8; 16]) -> bool {
-        self.session
-            .as_ref()
-            .is_none_or(|(key, revoked)| key != asked || *revoked)
-    }
-
-    fn token_revoked(&mut self, asked: &str) -> bool {
-        self.token
-            .as_ref()
-            .is_none_or(|(key, revoked)| key != asked || *revoked)
-    }
-
-    fn user_cutoff(&mut self, asked: &str) -> Option<UserCutoff> {
-        match &self.user {
-            Some((key, cutoff)) if key == asked => *cutoff,
-            _ => Some(UserCutoff {
-                revoked_before: Some(f64::INFINITY),
-                ..UserCutoff::default()
-            }),
-        }
     }
 }
 
@@ -293,14 +267,16 @@ pub fn claims_revoked(claims: &Claims) -> bool {
         ANSWERS.with(|answers| *answers.borrow_mut() = Some(fresh));
     }
     // All revocation tables empty (or no extension): nothing to look up or compute.
-    if ANSWERS.with(|answers| answers.borrow().as_ref().is_some_and(|a| a.owner.is_none())) {
+    let Some(owner) = ANSWERS.with(|answers| answers.borrow().as_ref().and_then(|a| a.owner))
+    else {
         return false;
-    }
+    };
+    let keys = RevocationKeys::of(claims);
     // Lookups run queries too; take the answers out while they do.
     let mut answers = ANSWERS
         .with(|answers| answers.borrow_mut().take())
         .expect("answers were just set");
-    let mut known = answers.known_for(claims);
+    let mut known = answers.known_for(&keys, owner);
     ANSWERS.with(|slot| *slot.borrow_mut() = Some(answers));
-    is_revoked(claims, &mut known)
+    keys.revoked_by(&mut known)
 }

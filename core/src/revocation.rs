@@ -48,16 +48,45 @@ pub trait RevocationSource {
     fn user_cutoff(&mut self, user_id: &str) -> Option<UserCutoff>;
 }
 
+/// The keys under which a token's revocations are stored, worked out once per check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevocationKeys<'c> {
+    pub session: Option<[u8; 16]>,
+    pub jti: Option<&'c str>,
+    /// The subject in [`canonical_user_id`] form.
+    pub user: Option<String>,
+    pub iat: Option<f64>,
+}
+
+impl<'c> RevocationKeys<'c> {
+    pub fn of(claims: &'c Claims) -> RevocationKeys<'c> {
+        RevocationKeys {
+            session: session_id(claims),
+            jti: string_claim(claims, "jti"),
+            user: string_claim(claims, "sub").map(canonical_user_id),
+            iat: claims.get("iat").and_then(Value::as_f64),
+        }
+    }
+
+    /// Whether a token with these keys falls under a revocation in `source`.
+    pub fn revoked_by(&self, source: &mut impl RevocationSource) -> bool {
+        if self.jti.is_some_and(|jti| source.token_revoked(jti)) {
+            return true;
+        }
+        if self
+            .session
+            .is_some_and(|session| source.session_revoked(&session))
+        {
+            return true;
+        }
+        self.user
+            .as_deref()
+            .and_then(|user| source.user_cutoff(user))
+            .is_some_and(|cutoff| cutoff.revokes(self.iat, self.session))
+    }
+}
+
 /// Whether the claims fall under a revocation.
 pub fn is_revoked(claims: &Claims, source: &mut impl RevocationSource) -> bool {
-    if string_claim(claims, "jti").is_some_and(|jti| source.token_revoked(jti)) {
-        return true;
-    }
-    let session = session_id(claims);
-    if session.is_some_and(|session| source.session_revoked(&session)) {
-        return true;
-    }
-    string_claim(claims, "sub")
-        .and_then(|sub| source.user_cutoff(&canonical_user_id(sub)))
-        .is_some_and(|cutoff| cutoff.revokes(claims.get("iat").and_then(Value::as_f64), session))
+    RevocationKeys::of(claims).revoked_by(source)
 }
