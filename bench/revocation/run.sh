@@ -66,10 +66,11 @@ PORT="$started"
 echo "  listening on 127.0.0.1:$PORT"
 
 step "plain-Rust reference: a warm revocation check (keys + three HashMap lookups), alone"
-if rustc -O -o "$WORK/lookups" bench/revocation/lookups.rs 2>"$WORK/lookups.log"; then
-    "$WORK/lookups" 100 10000 | sed 's/^/  /'
+if cargo build --release --quiet --manifest-path bench/raw/Cargo.toml --bin revocation_lookups \
+    2>"$WORK/lookups.log"; then
+    bench/raw/target/release/revocation_lookups 100 10000 | sed 's/^/  /'
 else
-    echo "  (rustc failed; see $WORK/lookups.log)"
+    echo "  (build failed; see $WORK/lookups.log)"
 fi
 
 python3 bench/revocation/bench.py --dir "$DATA" --port "$PORT" \
