@@ -16,7 +16,7 @@ cargo pgrx install --release --pg-config "$PG_BIN/pg_config" >/dev/null
 
 echo "== starting PostgreSQL 15 on 127.0.0.1:$DEMO_PORT ($DEMO_DIR)"
 PG_BIN="$PG_BIN" bash scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" \
-    "session_preload_libraries = 'pg_session_auth'"
+    "shared_preload_libraries = 'pg_session_auth'"
 "$PG_BIN/createdb" -h 127.0.0.1 -p "$DEMO_PORT" -U postgres demo
 
 "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$DEMO_PORT" -U postgres -d demo -f scripts/demo.sql

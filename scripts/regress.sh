@@ -17,7 +17,7 @@ TESTS=(setup verify keys settings identity revocation)
 
 export PG_BIN
 trap 'bash scripts/cluster.sh stop "$CLUSTER"' EXIT
-bash scripts/cluster.sh start "$CLUSTER" "$PORT" "session_preload_libraries = 'pg_session_auth'"
+bash scripts/cluster.sh start "$CLUSTER" "$PORT" "shared_preload_libraries = 'pg_session_auth'"
 "$PG_BIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres pg_session_auth_regress
 
 rm -rf "$OUT"

@@ -20,6 +20,22 @@ create trigger revoked_tokens_invalidate_cache
     for each statement execute function auth.invalidate_cached_state();
 alter table auth.revoked_tokens enable always trigger revoked_tokens_invalidate_cache;
 
+-- Each written revocation key goes into the shared revocation filter (src/revocation_filter.rs).
+-- ALWAYS for the same reason; a key written with these disabled would be missed by the filter,
+-- so verification stops trusting it (and every cache) while any of them is not ALWAYS.
+create trigger revoked_sessions_filter
+    after insert or update on auth.revoked_sessions
+    for each row execute function auth.note_revocation('session');
+alter table auth.revoked_sessions enable always trigger revoked_sessions_filter;
+create trigger revoked_users_filter
+    after insert or update on auth.revoked_users
+    for each row execute function auth.note_revocation('user');
+alter table auth.revoked_users enable always trigger revoked_users_filter;
+create trigger revoked_tokens_filter
+    after insert or update on auth.revoked_tokens
+    for each row execute function auth.note_revocation('token');
+alter table auth.revoked_tokens enable always trigger revoked_tokens_filter;
+
 create function auth.retire_key(kid text) returns boolean
     language sql volatile security definer
     set search_path = pg_catalog, pg_temp
@@ -64,9 +80,14 @@ grant execute on function auth.retire_key(text) to session_auth_admin;
 -- are); purging is for admins.
 revoke execute on function auth.purge_revocations() from public;
 grant execute on function auth.purge_revocations() to session_auth_admin;
+revoke execute on function auth.revocation_filter() from public;
+grant execute on function auth.revocation_filter() to session_auth_admin;
+revoke execute on function auth.rebuild_revocation_filter() from public;
+grant execute on function auth.rebuild_revocation_filter() to session_auth_admin;
 
 -- The trigger function is no API.
 revoke execute on function auth.invalidate_cached_state() from public;
+revoke execute on function auth.note_revocation() from public;
 
 grant usage on schema auth to public;
 

@@ -22,6 +22,10 @@ pub static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(8192);
 /// session and user revocations are kept before `auth.purge_revocations()` may delete them.
 pub static MAX_TOKEN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 
+/// Memory of the shared revocation filter per database, in kB (0 = no filter). Takes effect
+/// only with `shared_preload_libraries` and at server start (see `revocation_filter.rs`).
+pub static REVOCATION_FILTER_SIZE: GucSetting<i32> = GucSetting::<i32>::new(2048);
+
 /// Where the claim functions take their claims from.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ClaimsSource {
@@ -120,6 +124,10 @@ pub fn register() {
         GucContext::Suset,
         TRUST_FLAGS,
     );
+    // A server-start setting can only be defined while the postmaster loads the library.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        define_revocation_filter_size();
+    }
     // Written only by auth.authenticate() (as SET LOCAL would, with superuser context), so no
     // client can set it; hidden from SHOW ALL and from roles that cannot read all settings.
     GucRegistry::define_string_guc(
@@ -129,6 +137,19 @@ pub fn register() {
         &BOUND_CLAIMS,
         GucContext::Suset,
         GucFlags::NO_SHOW_ALL | GucFlags::SUPERUSER_ONLY | GucFlags::DISALLOW_IN_FILE,
+    );
+}
+
+fn define_revocation_filter_size() {
+    GucRegistry::define_int_guc(
+        c"pg_session_auth.revocation_filter_size",
+        c"Shared memory per database for the revocation filter (needs shared_preload_libraries); 0 turns it off.",
+        c"",
+        &REVOCATION_FILTER_SIZE,
+        0,
+        1 << 20,
+        GucContext::Postmaster,
+        GucFlags::UNIT_KB | GucFlags::SUPERUSER_ONLY,
     );
 }
 

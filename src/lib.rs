@@ -1,8 +1,9 @@
 //! pg_session_auth: JWTs verified inside PostgreSQL.
 //!
 //! Layout: `api/` is what SQL sees; `verification`, `identity`, `keyring`, `revocation`,
-//! `invalidation` and `owner_spi` connect it to the server (settings, clock, per-backend
-//! caches and their invalidation, queries on the extension's tables); `planner_support`
+//! `revocation_filter`, `invalidation` and `owner_spi` connect it to the server (settings,
+//! clock, per-backend caches, the shared revocation filter, invalidation, queries on the
+//! extension's tables); `planner_support`
 //! plans claim functions once per statement; `errors` maps failures to SQLSTATEs. The
 //! token, key, claim and revocation rules themselves live in the server-independent
 //! `pg_session_auth_core` crate.
@@ -18,6 +19,7 @@ mod keyring;
 mod owner_spi;
 mod planner_support;
 mod revocation;
+mod revocation_filter;
 mod verification;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -28,6 +30,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
+    revocation_filter::request_shared_memory();
     invalidation::register_callback();
     revocation::register_transaction_callbacks();
 }

@@ -100,33 +100,7 @@ fn run(
     args: &[Arg],
     mode: Mode,
 ) -> (u64, Vec<TextRow>) {
-    Spi::connect(|_client| unsafe {
-        let mut saved_user = pg_sys::InvalidOid;
-        let mut saved_context = 0;
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        if let Some(owner) = run_as {
-            pg_sys::SetUserIdAndSecContext(
-                owner,
-                saved_context
-                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-            );
-        }
-        // As a SECURITY DEFINER function's `SET search_path` does: a new GUC nest level,
-        // popped below. On ERROR, (sub)transaction abort restores the user id and settings.
-        // Also while executing: a kept plan is re-planned whenever the current search_path
-        // differs from the one it was prepared under.
-        let guc_level = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            pg_sys::PGERROR as i32,
-            false,
-        );
+    in_owner_context(run_as, || unsafe {
         let plan = prepared_plan(query, args);
         let mut values: Vec<pg_sys::Datum> = args
             .iter()
@@ -163,11 +137,88 @@ fn run(
         if status < 0 {
             pgrx::error!("pg_session_auth: an internal query failed (SPI status {status})");
         }
-        let processed = pg_sys::SPI_processed;
-        let rows = collect_rows();
+        (pg_sys::SPI_processed, collect_rows())
+    })
+}
+
+/// Streams the first column of every row of `query` (no parameters, no NULLs wanted), read
+/// as `run_as` under the latest snapshot, a batch at a time, to `each`. Not in parallel mode.
+pub fn scan_first_column(
+    run_as: pg_sys::Oid,
+    query: &'static str,
+    mut each: impl FnMut(pg_sys::Datum),
+) {
+    const BATCH: std::ffi::c_long = 10_000;
+    in_owner_context(Some(run_as), || unsafe {
+        let plan = prepared_plan(query, &[]);
+        // A read-only cursor reads under the active snapshot.
+        pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+        let portal = pg_sys::SPI_cursor_open(
+            std::ptr::null(),
+            plan,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            true,
+        );
+        loop {
+            pg_sys::SPI_cursor_fetch(portal, true, BATCH);
+            let table = pg_sys::SPI_tuptable;
+            if pg_sys::SPI_processed == 0 || table.is_null() {
+                break;
+            }
+            for row in 0..pg_sys::SPI_processed as usize {
+                let mut is_null = false;
+                let value = pg_sys::SPI_getbinval(
+                    *(*table).vals.add(row),
+                    (*table).tupdesc,
+                    1,
+                    &mut is_null,
+                );
+                if !is_null {
+                    each(value);
+                }
+            }
+            pg_sys::SPI_freetuptable(table);
+        }
+        pg_sys::SPI_cursor_close(portal);
+        pg_sys::PopActiveSnapshot();
+    })
+}
+
+/// Runs `body` inside an SPI connection as `run_as` (or the current user), with
+/// `search_path` pinned to `pg_catalog, pg_temp`.
+fn in_owner_context<R>(run_as: Option<pg_sys::Oid>, body: impl FnOnce() -> R) -> R {
+    Spi::connect(|_client| unsafe {
+        let mut saved_user = pg_sys::InvalidOid;
+        let mut saved_context = 0;
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        if let Some(owner) = run_as {
+            pg_sys::SetUserIdAndSecContext(
+                owner,
+                saved_context
+                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            );
+        }
+        // As a SECURITY DEFINER function's `SET search_path` does: a new GUC nest level,
+        // popped below. On ERROR, (sub)transaction abort restores the user id and settings.
+        // Also while executing: a kept plan is re-planned whenever the current search_path
+        // differs from the one it was prepared under.
+        let guc_level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            pg_sys::PGERROR as i32,
+            false,
+        );
+        let result = body();
         pg_sys::AtEOXact_GUC(true, guc_level);
         pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
-        (processed, rows)
+        result
     })
 }
 

@@ -1,20 +1,24 @@
 //! Revocation checks: exact, bounded in memory, and almost free when nothing changes.
 //!
 //! Revocations live in `auth.revoked_sessions`, `auth.revoked_users` and
-//! `auth.revoked_tokens`. Each backend keeps the answers it has looked up (session id →
-//! revoked?, jti → revoked?, user → cut-offs), so a token seen before costs hash lookups.
-//! A token with anything not yet known costs one prepared query (three index probes). Any
-//! change to those tables drops every backend's answers from its next statement (see
-//! `invalidation.rs`), so an answer is never stale, and when all three tables are empty no
-//! lookup is made at all.
+//! `auth.revoked_tokens`. A check first asks the shared revocation filter
+//! (`revocation_filter.rs`, with `shared_preload_libraries`): a token none of whose keys is
+//! in it is not revoked, at the cost of a few memory reads. Otherwise each backend keeps the
+//! answers it has looked up (session id → revoked?, jti → revoked?, user → cut-offs), so a
+//! token seen before costs hash lookups, and a token with anything not yet known costs one
+//! prepared query (three index probes). Any change to those tables drops every backend's
+//! answers from its next statement (see `invalidation.rs`), so an answer is never stale;
+//! without the filter, when all three tables are empty no lookup is made at all.
 //!
 //! Memory bound: at most [`MAX_ANSWERS`] answers per kind, a full map being emptied before
 //! the next insert, and only for keys (`jti`, `sub`) of at most [`MAX_CACHED_KEY_BYTES`]
 //! bytes — longer ones are looked up every time. That bounds the maps at about 5 MB per
-//! backend (`bench/revocation` measures it).
+//! backend (`bench/revocation` measures it). The filter is in shared memory, once per
+//! database, not per backend.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use pg_session_auth_core::revocation::{RevocationKeys, RevocationSource, UserCutoff};
 use pg_session_auth_core::Claims;
@@ -22,19 +26,34 @@ use pgrx::pg_sys;
 
 use crate::invalidation::{self, Cache};
 use crate::owner_spi::{self, text_arg, uuid_arg};
+use crate::revocation_filter::{self, BuildOutcome, Incarnation, Screening};
 
 /// Answers kept per kind of revocation.
 pub const MAX_ANSWERS: usize = 10_000;
 /// Longest `jti` or `sub` whose answer is kept.
 pub const MAX_CACHED_KEY_BYTES: usize = 128;
 
-const REVOCATION_TABLES: [&str; 3] = ["revoked_sessions", "revoked_users", "revoked_tokens"];
+/// The revocation tables of the current database, as one generation of answers found them.
+#[derive(Clone, Copy)]
+struct Tables {
+    /// `revoked_sessions`, `revoked_users`, `revoked_tokens`.
+    oids: [pg_sys::Oid; 3],
+    owner: pg_sys::Oid,
+    /// Whether the tables' triggers all fire always. Caches and the shared filter rely on
+    /// them; when one is disabled, nothing is cached and every token is looked up.
+    triggers_intact: bool,
+    /// Changes whenever a trigger on the tables is created, altered (disabled, enabled) or
+    /// dropped: a filter built under other triggers may lack keys written meanwhile.
+    triggers_version: u64,
+}
 
 #[derive(Default)]
 struct Answers {
     generation: u64,
-    /// Owner of the revocation tables; `None` when the extension is absent or all are empty.
-    owner: Option<pg_sys::Oid>,
+    /// `None` when the extension is absent.
+    tables: Option<Tables>,
+    /// Whether any table has rows; found out when first needed.
+    any_rows: Option<bool>,
     sessions: HashMap<[u8; 16], bool>,
     tokens: HashMap<String, bool>,
     users: HashMap<String, Option<UserCutoff>>,
@@ -51,36 +70,90 @@ fn remember<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: 
     map.insert(key, value);
 }
 
-/// Starts a fresh set of answers: finds the tables' owner and whether any table has rows.
-fn fresh_answers(generation: u64) -> Answers {
-    let mut answers = Answers {
-        generation,
-        ..Answers::default()
-    };
-    let mut owner = None;
-    for table in REVOCATION_TABLES {
-        let Some((relid, table_owner)) = owner_spi::relation_and_owner(table) else {
-            return answers;
-        };
-        invalidation::watch(relid, Cache::Revocations);
-        owner = Some(table_owner);
+/// The tables, their owner and whether their triggers are intact; `None` without the
+/// extension.
+fn find_tables() -> Option<Tables> {
+    let rows = owner_spi::select(
+        None,
+        "select c.relname::pg_catalog.text, c.oid::pg_catalog.int8, c.relowner::pg_catalog.int8, \
+                (select pg_catalog.count(*) from pg_catalog.pg_trigger t \
+                 where t.tgrelid operator(pg_catalog.=) c.oid \
+                   and t.tgenabled operator(pg_catalog.=) 'A' \
+                   and t.tgname::pg_catalog.text operator(pg_catalog.=) any (array[ \
+                       c.relname::pg_catalog.text operator(pg_catalog.||) '_invalidate_cache', \
+                       c.relname::pg_catalog.text operator(pg_catalog.||) '_filter'])), \
+                (select pg_catalog.string_agg(t.oid::pg_catalog.text operator(pg_catalog.||) ':' \
+                            operator(pg_catalog.||) t.xmin::pg_catalog.text, ',' order by t.oid) \
+                 from pg_catalog.pg_trigger t where t.tgrelid operator(pg_catalog.=) c.oid) \
+         from pg_catalog.pg_class c \
+         join pg_catalog.pg_namespace n on n.oid operator(pg_catalog.=) c.relnamespace \
+         where n.nspname operator(pg_catalog.=) 'auth' \
+           and c.relname operator(pg_catalog.=) any (array['revoked_sessions', 'revoked_users', 'revoked_tokens'])",
+        &[],
+    );
+    if rows.len() != 3 {
+        return None;
     }
+    let mut tables = Tables {
+        oids: [pg_sys::InvalidOid; 3],
+        owner: pg_sys::InvalidOid,
+        triggers_intact: true,
+        triggers_version: 0,
+    };
+    let number = |text: &Option<String>| text.as_deref().and_then(|t| t.parse::<u32>().ok());
+    let mut versions = std::collections::hash_map::DefaultHasher::new();
+    for row in &rows {
+        let index = match row[0].as_deref() {
+            Some("revoked_sessions") => 0,
+            Some("revoked_users") => 1,
+            _ => 2,
+        };
+        tables.oids[index] = pg_sys::Oid::from(number(&row[1])?);
+        tables.owner = pg_sys::Oid::from(number(&row[2])?);
+        tables.triggers_intact &= number(&row[3]) == Some(2);
+        (index, &row[4]).hash(&mut versions);
+    }
+    tables.triggers_version = versions.finish();
+    Some(tables)
+}
+
+/// Starts a fresh generation of answers.
+fn fresh_answers(generation: u64) -> Answers {
+    let tables = find_tables();
+    for oid in tables.iter().flat_map(|t| t.oids) {
+        invalidation::watch(oid, Cache::Revocations);
+    }
+    if !owner_spi::snapshot_is_latest() {
+        invalidation::expire_at_transaction_end(Cache::Revocations);
+    }
+    Answers {
+        generation,
+        tables,
+        ..Answers::default()
+    }
+}
+
+impl Tables {
+    fn incarnation(&self) -> Incarnation {
+        Incarnation {
+            tables: self.oids,
+            triggers_version: self.triggers_version,
+        }
+    }
+}
+
+/// Whether any revocation table has a row.
+fn any_rows(owner: pg_sys::Oid) -> bool {
     // Through the primary keys' indexes: a sequential scan would read every dead page a
     // purge left behind until VACUUM runs.
-    let any_rows = owner_spi::select(
-        owner,
+    let rows = owner_spi::select(
+        Some(owner),
         "select (select session_id from auth.revoked_sessions order by session_id limit 1) is not null \
              or (select user_id from auth.revoked_users order by user_id limit 1) is not null \
              or (select jti from auth.revoked_tokens order by jti limit 1) is not null",
         &[],
     );
-    if any_rows.first().and_then(|row| row[0].as_deref()) == Some("t") {
-        answers.owner = owner;
-    }
-    if !owner_spi::snapshot_is_latest() {
-        invalidation::expire_at_transaction_end(Cache::Revocations);
-    }
-    answers
+    rows.first().and_then(|row| row[0].as_deref()) == Some("t")
 }
 
 fn parse_epoch(text: Option<&str>) -> Option<f64> {
@@ -110,7 +183,13 @@ impl RevocationSource for Known {
 
 impl Answers {
     /// The answers for `keys`: from those kept, and for whatever is missing from one query.
-    fn known_for(&mut self, keys: &RevocationKeys<'_>, owner: pg_sys::Oid) -> Known {
+    fn known_for(&mut self, keys: &RevocationKeys<'_>, tables: Tables) -> Known {
+        if !tables.triggers_intact {
+            // Nothing would tell us when a kept answer goes stale.
+            self.sessions.clear();
+            self.tokens.clear();
+            self.users.clear();
+        }
         let session = keys.session.and_then(|s| self.sessions.get(&s).copied());
         let token = keys.jti.and_then(|j| self.tokens.get(j).copied());
         let user = keys
@@ -129,7 +208,7 @@ impl Answers {
             return known;
         }
         let rows = owner_spi::select(
-            Some(owner),
+            Some(tables.owner),
             "select exists (select from auth.revoked_sessions s where s.session_id operator(pg_catalog.=) $1), \
                     exists (select from auth.revoked_tokens t where t.jti operator(pg_catalog.=) $2), \
                     u.found, u.revoked_before, u.others_revoked_before, u.keep_session_id \
@@ -251,32 +330,57 @@ pub fn revocation_written_in_this_transaction() -> bool {
     WRITTEN_BY.with(|written| !written.borrow().is_empty())
 }
 
+/// This generation's answers, refreshed when a revocation table changed.
+fn current_answers() -> Answers {
+    let generation = invalidation::current_generation(Cache::Revocations);
+    let kept = ANSWERS.with(|answers| answers.borrow_mut().take());
+    match kept {
+        Some(answers) if answers.generation == generation => answers,
+        // Built outside any borrow: it runs queries, which may process invalidations.
+        _ => fresh_answers(generation),
+    }
+}
+
 /// Whether the claims fall under a revocation in force now (for this backend: committed by
 /// others before this statement, or made earlier in this transaction).
 pub fn claims_revoked(claims: &Claims) -> bool {
-    let generation = invalidation::current_generation(Cache::Revocations);
-    let stale = ANSWERS.with(|answers| {
-        answers
-            .borrow()
-            .as_ref()
-            .is_none_or(|a| a.generation != generation)
-    });
-    if stale {
-        // Built outside the borrow: it runs queries, which may process invalidations.
-        let fresh = fresh_answers(generation);
-        ANSWERS.with(|answers| *answers.borrow_mut() = Some(fresh));
-    }
-    // All revocation tables empty (or no extension): nothing to look up or compute.
-    let Some(owner) = ANSWERS.with(|answers| answers.borrow().as_ref().and_then(|a| a.owner))
-    else {
-        return false;
-    };
-    let keys = RevocationKeys::of(claims);
-    // Lookups run queries too; take the answers out while they do.
-    let mut answers = ANSWERS
-        .with(|answers| answers.borrow_mut().take())
-        .expect("answers were just set");
-    let mut known = answers.known_for(&keys, owner);
+    // Taken out while in use: lookups run queries, which may re-enter.
+    let mut answers = current_answers();
+    let revoked = answers.check(claims);
     ANSWERS.with(|slot| *slot.borrow_mut() = Some(answers));
-    keys.revoked_by(&mut known)
+    revoked
+}
+
+impl Answers {
+    fn check(&mut self, claims: &Claims) -> bool {
+        // No extension: nothing can be revoked.
+        let Some(tables) = self.tables else {
+            return false;
+        };
+        let keys = RevocationKeys::of(claims);
+        if tables.triggers_intact
+            && revocation_filter::screen(&tables.incarnation(), tables.owner, keys.filter_keys())
+                == Screening::Clear
+        {
+            return false;
+        }
+        if tables.triggers_intact && !*self.any_rows.get_or_insert_with(|| any_rows(tables.owner)) {
+            return false;
+        }
+        let mut known = self.known_for(&keys, tables);
+        keys.revoked_by(&mut known)
+    }
+}
+
+/// Rebuilds the shared filter of this database now (see `revocation_filter.rs`).
+pub fn rebuild_filter() -> BuildOutcome {
+    let answers = current_answers();
+    let tables = answers.tables;
+    ANSWERS.with(|slot| *slot.borrow_mut() = Some(answers));
+    match tables {
+        Some(tables) if tables.triggers_intact => {
+            revocation_filter::rebuild_now(&tables.incarnation(), tables.owner)
+        }
+        _ => BuildOutcome::NotHere,
+    }
 }

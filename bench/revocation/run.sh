@@ -7,7 +7,9 @@
 # Environment: REVBENCH_PORT (first port tried, 55780), REVBENCH_ROUNDS (timed rounds, 15),
 #              REVBENCH_SESSIONS (1000000), REVBENCH_USERS (100000), REVBENCH_TOKENS_REVOKED
 #              (10000), REVBENCH_PURGE_ROWS (1000000), REVBENCH_VERIFIERS (2),
-#              REVBENCH_DIR (/tmp/pg_session_auth_bench_revocation), PG_CONFIG (PostgreSQL 15's).
+#              REVBENCH_DIR (/tmp/pg_session_auth_bench_revocation), PG_CONFIG (PostgreSQL 15's),
+#              REVBENCH_PRELOAD (shared: the library in shared_preload_libraries, with the shared
+#              revocation filter, as recommended; session: session_preload_libraries, no filter).
 # Builds and installs the extension in release mode, starts its own throw-away cluster on
 # loopback and stops it on exit. Run as root (or with passwordless sudo to `postgres`).
 set -euo pipefail
@@ -15,6 +17,8 @@ cd "$(dirname "$0")/../.."
 
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
 PORT="${REVBENCH_PORT:-55780}"
+PRELOAD="${REVBENCH_PRELOAD:-shared}"
+case "$PRELOAD" in shared|session) ;; *) echo "REVBENCH_PRELOAD must be shared or session" >&2; exit 2 ;; esac
 WORK="${REVBENCH_DIR:-/tmp/pg_session_auth_bench_revocation}"
 CLUSTER="$WORK/cluster"
 LIB="$WORK/lib"
@@ -46,7 +50,7 @@ started=""
 for candidate in $(seq "$PORT" $((PORT + 19))); do
     if bash scripts/cluster.sh start "$CLUSTER" "$candidate" \
         "dynamic_library_path = '$LIB:\$libdir'" \
-        "session_preload_libraries = 'pg_session_auth'" \
+        "${PRELOAD}_preload_libraries = 'pg_session_auth'" \
         "max_parallel_workers_per_gather = 0" \
         "jit = off" \
         "shared_buffers = '768MB'" \
@@ -63,7 +67,7 @@ if [ -z "$started" ]; then
     exit 1
 fi
 PORT="$started"
-echo "  listening on 127.0.0.1:$PORT"
+echo "  listening on 127.0.0.1:$PORT (${PRELOAD}_preload_libraries = 'pg_session_auth')"
 
 step "plain-Rust reference: a warm revocation check (keys + three HashMap lookups), alone"
 if cargo build --release --quiet --manifest-path bench/raw/Cargo.toml --bin revocation_lookups \

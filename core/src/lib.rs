@@ -14,6 +14,7 @@ mod jwk;
 mod key;
 mod keyring;
 pub mod revocation;
+pub mod revocation_filter;
 mod token;
 mod verify;
 

@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use crate::identity::{canonical_user_id, session_id, string_claim};
+use crate::revocation_filter::FilterKey;
 use crate::Claims;
 
 /// A user's cut-offs (Unix seconds): tokens issued at or before them are revoked.
@@ -66,6 +67,15 @@ impl<'c> RevocationKeys<'c> {
             user: string_claim(claims, "sub").map(canonical_user_id),
             iat: claims.get("iat").and_then(Value::as_f64),
         }
+    }
+
+    /// The keys to screen in a [`RevocationFilter`](crate::revocation_filter::RevocationFilter):
+    /// when none may be in it, the token is not revoked.
+    pub fn filter_keys(&self) -> impl Iterator<Item = FilterKey<'_>> {
+        let session = self.session.as_ref().map(FilterKey::Session);
+        let user = self.user.as_deref().map(FilterKey::User);
+        let token = self.jti.map(FilterKey::Token);
+        [token, session, user].into_iter().flatten()
     }
 
     /// Whether a token with these keys falls under a revocation in `source`.

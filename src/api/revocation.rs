@@ -14,6 +14,7 @@ use pgrx::{function_name, IntoDatum, JsonB, PgLogLevel, PgSqlErrorCode, Uuid};
 use crate::errors::raise_invalid_parameter;
 use crate::identity::current_claims_even_if_revoked;
 use crate::owner_spi::{self, text_arg, uuid_arg, Arg};
+use crate::revocation_filter::{self, BuildOutcome};
 use crate::{gucs, revocation};
 
 const ADMIN_ROLE: &std::ffi::CStr = c"session_auth_admin";
@@ -280,4 +281,54 @@ fn purge_revocations() -> i64 {
         .and_then(|row| row[0].as_deref())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// `auth.revocation_filter()`: the state of this database's shared revocation filter (see
+/// README, "Revocation filter"). Admins only.
+#[pg_extern(volatile, parallel_unsafe)]
+fn revocation_filter() -> TableIterator<
+    'static,
+    (
+        name!(state, String),
+        name!(keys, i64),
+        name!(capacity, i64),
+        name!(bytes, i64),
+        name!(builds, i64),
+    ),
+> {
+    let status = revocation_filter::status();
+    TableIterator::once((
+        status.state.to_owned(),
+        status.keys,
+        status.capacity,
+        status.bytes,
+        status.builds,
+    ))
+}
+
+/// `auth.rebuild_revocation_filter()`: refills this database's filter from the tables now,
+/// dropping the keys of purged rows; false (with a NOTICE saying why) when it cannot now.
+/// Admins only; run it in its own transaction, e.g. after `auth.purge_revocations()`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn rebuild_revocation_filter() -> bool {
+    if !caller_is_admin() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "permission denied to rebuild the revocation filter",
+            None,
+        );
+    }
+    let why = match revocation::rebuild_filter() {
+        BuildOutcome::Built => return true,
+        BuildOutcome::NotNow => "another session is building it",
+        BuildOutcome::GaveUp => "transactions writing revocations did not finish in time",
+        BuildOutcome::NotHere => {
+            "this transaction has written to the revocation tables, or their triggers are not all enabled ALWAYS"
+        }
+        BuildOutcome::Unavailable => {
+            "no shared filter: pg_session_auth is not in shared_preload_libraries, pg_session_auth.revocation_filter_size is 0, or the server is a standby"
+        }
+    };
+    pgrx::notice!("revocation filter not rebuilt: {why}");
+    false
 }

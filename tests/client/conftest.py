@@ -36,7 +36,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO / "scripts" / "cluster.sh"
 PORTS = range(55500, 55600)
-PRELOAD = "session_preload_libraries = 'pg_session_auth'"
+# How a cluster loads the library: in the postmaster (the recommended setting: settings
+# defined in every backend, and the shared revocation filter), or at each connection's start
+# (no shared memory, so every new token's revocation check is a lookup).
+PRELOAD_LINES = {
+    "shared": ["shared_preload_libraries = 'pg_session_auth'"],
+    "session": ["session_preload_libraries = 'pg_session_auth'"],
+    None: [],
+}
 
 APP_USER = "app_user"
 KEY_ADMIN = "key_admin"
@@ -76,8 +83,9 @@ class Cluster:
 
     PORT_RANGE = PORTS
 
-    def __init__(self, preload: bool = True):
-        self.preload = preload
+    def __init__(self, preload: bool | str | None = True):
+        # True means the recommended "shared"; False means not preloaded at all.
+        self.preload = "shared" if preload is True else (None if preload is False else preload)
         self.port: int | None = None
         self.base = Path(tempfile.mkdtemp(prefix="pg_session_auth_client_", dir="/tmp"))
         shutil.chown(self.base, "postgres", "postgres")
@@ -89,7 +97,7 @@ class Cluster:
 
     def conf(self) -> list[str]:
         """postgresql.conf lines for this cluster."""
-        return [PRELOAD] if self.preload else []
+        return list(PRELOAD_LINES[self.preload])
 
     def start(self) -> None:
         last_error = None
@@ -202,7 +210,7 @@ def _stop_leftover_clusters() -> None:
 
 
 @contextlib.contextmanager
-def running_cluster(preload: bool = True):
+def running_cluster(preload: bool | str | None = True):
     """A started cluster with the extension and roles, stopped on exit whatever happens."""
     cluster = Cluster(preload=preload)
     try:
@@ -219,15 +227,15 @@ def running_cluster(preload: bool = True):
 
 @pytest.fixture(scope="module")
 def cluster():
-    """This module's cluster, with session_preload_libraries = 'pg_session_auth'."""
+    """This module's cluster, with shared_preload_libraries = 'pg_session_auth'."""
     with running_cluster(preload=True) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
 def cluster_without_preload():
-    """A cluster WITHOUT session_preload_libraries: the library loads in a backend only when
-    one of its C functions is first called there."""
+    """A cluster that does not preload the library: it loads in a backend only when one of its
+    C functions is first called there."""
     with running_cluster(preload=False) as c:
         yield c
 

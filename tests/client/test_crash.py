@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from client_support import claims, invalid, make_key
-from conftest import PRELOAD, SAFETY_OPTIONS, Cluster, as_postgres
+from conftest import PRELOAD_LINES, SAFETY_OPTIONS, Cluster, as_postgres
 
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 PORTS = range(55950, 56000)
@@ -30,7 +30,7 @@ PURGE_ROWS = 40_000  # expired rows per revocation table
 
 
 class CrashCluster(Cluster):
-    CONF = [PRELOAD, "fsync = on", "synchronous_commit = on", "full_page_writes = on"]
+    CONF = [*PRELOAD_LINES["shared"], "fsync = on", "synchronous_commit = on", "full_page_writes = on"]
 
     PORT_RANGE = PORTS
 

@@ -26,7 +26,7 @@ import psycopg.types.json
 import pytest
 
 from client_support import claims, invalid, make_key
-from conftest import PRELOAD, Cluster, _live_clusters, as_postgres, free_ports, raises_sqlstate
+from conftest import PRELOAD_LINES, Cluster, _live_clusters, as_postgres, free_ports, raises_sqlstate
 
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 PRIMARY_PORTS = range(55900, 55925)
@@ -42,7 +42,7 @@ class Primary(Cluster):
     """A conftest Cluster on this module's ports, with replication settings."""
 
     CONF = [
-        PRELOAD,
+        *PRELOAD_LINES["shared"],
         "wal_level = replica",
         "max_wal_senders = 5",
         "wal_keep_size = '128MB'",

@@ -27,7 +27,7 @@ import psycopg
 import pytest
 
 from client_support import make_key, now, split
-from conftest import APP_USER, KEY_ADMIN, SAFETY_OPTIONS, raises_sqlstate
+from conftest import APP_USER, KEY_ADMIN, SAFETY_OPTIONS, raises_sqlstate, running_cluster
 
 AUTHENTICATOR = "authenticator"
 KID = "rev-k"
@@ -40,6 +40,16 @@ RESTORED_DB = "restored_revocations"
 
 
 # -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["shared", "session"],
+                ids=["with-filter", "without-filter"])
+def cluster(request):
+    """Every test here runs twice: with the library in shared_preload_libraries (the shared
+    revocation filter screens tokens first) and with session_preload_libraries (no filter:
+    every new token is looked up)."""
+    with running_cluster(preload=request.param) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

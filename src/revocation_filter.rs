@@ -1,0 +1,605 @@
+//! The shared revocation filter: a token that no revocation names is cleared without a query.
+//!
+//! With `shared_preload_libraries = 'pg_session_auth'`, shared memory holds one Bloom filter
+//! (`pg_session_auth_core::revocation_filter`) per database, of every key in its revocation
+//! tables. A check probes it first; only a token with a key that may be in it is looked up
+//! exactly (`revocation.rs`). Without the preload, or on a hot standby, every new token is
+//! looked up.
+//!
+//! The filter must never miss a committed revocation. That holds because:
+//! - every write to a revocation table fires a row trigger ([`note_revocation`]) that adds the
+//!   new key to the filter while the writing transaction still holds its table lock, whenever
+//!   the filter is `BUILDING` or `VALID`;
+//! - a build ([`build`]) clears the filter, marks it `BUILDING`, then waits for every
+//!   transaction that held a write lock on the tables before that (their keys may have been
+//!   cleared or skipped), then adds every row it reads under a fresh snapshot. Transactions
+//!   that lock the tables later see `BUILDING` in their trigger. The wait is bounded; a build
+//!   that cannot finish it gives up and is retried later;
+//! - readers use a filter only while it is `VALID` for their database and for the current
+//!   incarnation of the tables (their OIDs), and re-read its status after probing, so a
+//!   rebuild that starts meanwhile sends them to the exact lookup (a sequence lock);
+//! - a session whose own transaction has written to the tables does not build (its snapshot
+//!   would see its own uncommitted deletions, which a rollback would bring back);
+//! - readers trust the filter only while the tables' triggers are all enabled `ALWAYS`, and
+//!   only if no trigger on the tables has changed since it was built ([`Incarnation`]): a
+//!   filter built before a trigger was disabled and enabled again may lack keys written in
+//!   between. (Writing with the triggers disabled and restoring them in the same transaction
+//!   also changes their catalog rows, so it is caught too.)
+//!
+//! Removals (purges) leave their bits set: stale bits only cost lookups. Once more keys have
+//! been added than the filter holds at about 0.5% false positives (and twice as many as it held
+//! after its last build), the next check rebuilds it; `auth.rebuild_revocation_filter()` does
+//! so on demand, e.g. after a scheduled purge.
+
+use std::ffi::CStr;
+use std::ptr;
+use std::sync::atomic::{fence, AtomicI32, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use pg_session_auth_core::revocation_filter::{FilterKey, RevocationFilter, WORDS_PER_BLOCK};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::gucs;
+use crate::owner_spi;
+
+/// Databases that can have a filter at the same time (a slot each).
+pub const MAX_DATABASES: usize = 4;
+/// How long a build waits for earlier writers to finish before giving up.
+const BUILD_WAIT_MS: u64 = 200;
+/// How long after a build gave up (or failed) the next one may start.
+const RETRY_AFTER_MS: i64 = 1_000;
+
+const SHMEM_NAME: &CStr = c"pg_session_auth revocation filter";
+const LWLOCK_TRANCHE: &CStr = c"pg_session_auth";
+
+/// A slot's state, in the low two bits of its status; the bits above count state changes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// No database uses the slot.
+    Free = 0,
+    /// Not usable; writers do not add keys.
+    Invalid = 1,
+    /// Being built: writers add keys, readers do not use it.
+    Building = 2,
+    /// Complete: writers add keys, readers use it.
+    Valid = 3,
+}
+
+impl State {
+    fn of(status: u64) -> State {
+        match status & 3 {
+            0 => State::Free,
+            1 => State::Invalid,
+            2 => State::Building,
+            _ => State::Valid,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            State::Free => "free",
+            State::Invalid => "invalid",
+            State::Building => "building",
+            State::Valid => "valid",
+        }
+    }
+}
+
+/// One database's filter. The status changes under the lock; everything else is atomic.
+#[repr(C)]
+struct Slot {
+    status: AtomicU64,
+    database: AtomicU32,
+    /// OIDs of `revoked_sessions`, `revoked_users`, `revoked_tokens` it was built from.
+    tables: [AtomicU32; 3],
+    triggers_version: AtomicU64,
+    builder_pid: AtomicI32,
+    keys_added: AtomicU64,
+    keys_at_build: AtomicU64,
+    builds: AtomicU64,
+    /// No build before this (microseconds since the PostgreSQL epoch).
+    retry_after: AtomicI64,
+}
+
+#[repr(C)]
+struct Header {
+    lock: *mut pg_sys::LWLock,
+    seed: [u64; 2],
+    words_per_slot: usize,
+    slots: [Slot; MAX_DATABASES],
+}
+
+/// The shared header, followed (at a cache-line boundary) by the slots' words; null when the
+/// library was not preloaded or the filter is turned off.
+static SHARED: AtomicPtr<Header> = AtomicPtr::new(ptr::null_mut());
+
+fn header_bytes() -> usize {
+    std::mem::size_of::<Header>().next_multiple_of(64)
+}
+
+fn words_per_slot() -> usize {
+    let bytes = gucs::REVOCATION_FILTER_SIZE.get().max(0) as usize * 1024;
+    (bytes / 8).next_multiple_of(WORDS_PER_BLOCK)
+}
+
+fn shared_bytes() -> usize {
+    header_bytes() + MAX_DATABASES * words_per_slot() * 8 + 64
+}
+
+static mut PREVIOUS_SHMEM_REQUEST: Option<unsafe extern "C-unwind" fn()> = None;
+static mut PREVIOUS_SHMEM_STARTUP: Option<unsafe extern "C-unwind" fn()> = None;
+
+/// Reserves the shared memory when the library is being preloaded. Called from `_PG_init`
+/// after the settings are defined.
+pub fn request_shared_memory() {
+    unsafe {
+        if !pg_sys::process_shared_preload_libraries_in_progress || words_per_slot() == 0 {
+            return;
+        }
+        PREVIOUS_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(on_shmem_request);
+        PREVIOUS_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(on_shmem_startup);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_shmem_request() {
+    if let Some(previous) = PREVIOUS_SHMEM_REQUEST {
+        previous();
+    }
+    pg_sys::RequestAddinShmemSpace(shared_bytes());
+    pg_sys::RequestNamedLWLockTranche(LWLOCK_TRANCHE.as_ptr(), 1);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_shmem_startup() {
+    if let Some(previous) = PREVIOUS_SHMEM_STARTUP {
+        previous();
+    }
+    // AddinShmemInitLock.
+    let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let mut found = false;
+    let base = pg_sys::ShmemInitStruct(SHMEM_NAME.as_ptr(), shared_bytes(), &mut found) as *mut u8;
+    // Start the header on a cache line.
+    let header = base.add(base.align_offset(64)) as *mut Header;
+    if !found {
+        ptr::write_bytes(base, 0, shared_bytes());
+        let mut seed = [0u64; 2];
+        if !pg_sys::pg_strong_random(seed.as_mut_ptr().cast(), std::mem::size_of_val(&seed)) {
+            seed = [
+                pg_sys::MyProcPid as u64,
+                pg_sys::GetCurrentTimestamp() as u64,
+            ];
+        }
+        (*header).seed = seed;
+        (*header).words_per_slot = words_per_slot();
+        (*header).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(LWLOCK_TRANCHE.as_ptr())).lock;
+    }
+    SHARED.store(header, Ordering::Release);
+    pg_sys::LWLockRelease(init_lock);
+}
+
+fn shared() -> Option<&'static Header> {
+    unsafe { SHARED.load(Ordering::Acquire).as_ref() }
+}
+
+impl Header {
+    fn filter(&self, slot: usize) -> RevocationFilter<'_> {
+        let words = unsafe {
+            let first =
+                (self as *const Header as *const u8).add(header_bytes()) as *const AtomicU64;
+            std::slice::from_raw_parts(first.add(slot * self.words_per_slot), self.words_per_slot)
+        };
+        RevocationFilter::new(words, self.seed)
+    }
+
+    fn slot_of(&self, database: pg_sys::Oid) -> Option<usize> {
+        self.slots.iter().position(|slot| {
+            State::of(slot.status.load(Ordering::Acquire)) != State::Free
+                && slot.database.load(Ordering::Relaxed) == database.to_u32()
+        })
+    }
+
+    fn locked<R>(&self, body: impl FnOnce() -> R) -> R {
+        unsafe { pg_sys::LWLockAcquire(self.lock, pg_sys::LWLockMode::LW_EXCLUSIVE) };
+        let result = body();
+        unsafe { pg_sys::LWLockRelease(self.lock) };
+        result
+    }
+}
+
+impl Slot {
+    /// Moves to `state`, counting the change; under the lock.
+    fn set_state(&self, state: State) -> u64 {
+        let status = ((self.status.load(Ordering::Relaxed) >> 2) + 1) << 2 | state as u64;
+        self.status.store(status, Ordering::Release);
+        status
+    }
+
+    fn built_from(&self, incarnation: &Incarnation) -> bool {
+        self.triggers_version.load(Ordering::Relaxed) == incarnation.triggers_version
+            && self
+                .tables
+                .iter()
+                .zip(&incarnation.tables)
+                .all(|(stored, table)| stored.load(Ordering::Relaxed) == table.to_u32())
+    }
+
+    fn wants_rebuild(&self, capacity: u64) -> bool {
+        let added = self.keys_added.load(Ordering::Relaxed);
+        added > capacity.max(2 * self.keys_at_build.load(Ordering::Relaxed))
+    }
+}
+
+/// Which revocation tables a filter was built from: their OIDs (a dropped and re-created
+/// extension has new ones) and the version of their triggers (a filter built before a trigger
+/// was disabled may lack keys written while it was).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Incarnation {
+    pub tables: [pg_sys::Oid; 3],
+    pub triggers_version: u64,
+}
+
+/// What the filter says about a token's keys.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Screening {
+    /// None of the keys is revoked.
+    Clear,
+    /// A key may be revoked, or the filter cannot be used: look the keys up.
+    LookUp,
+}
+
+/// Screens `keys` against this database's filter for `incarnation` of the tables, owned by
+/// `owner`. Builds the filter first when it is missing, stale or too full, and this session
+/// may build it.
+pub fn screen<'k>(
+    incarnation: &Incarnation,
+    owner: pg_sys::Oid,
+    mut keys: impl Iterator<Item = FilterKey<'k>>,
+) -> Screening {
+    let Some(header) = shared() else {
+        return Screening::LookUp;
+    };
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        // Nothing maintains a filter from replayed WAL.
+        return Screening::LookUp;
+    }
+    let database = unsafe { pg_sys::MyDatabaseId };
+    let usable = |slot: &Slot| {
+        let status = slot.status.load(Ordering::Acquire);
+        (State::of(status) == State::Valid && slot.built_from(incarnation)).then_some(status)
+    };
+    let mut found = header.slot_of(database);
+    let needs_build = match found {
+        // Only if a slot is free.
+        None => header
+            .slots
+            .iter()
+            .any(|slot| State::of(slot.status.load(Ordering::Relaxed)) == State::Free),
+        Some(i) => {
+            let slot = &header.slots[i];
+            let state = State::of(slot.status.load(Ordering::Relaxed));
+            let waiting =
+                slot.retry_after.load(Ordering::Relaxed) > unsafe { pg_sys::GetCurrentTimestamp() };
+            (usable(slot).is_none() || slot.wants_rebuild(header.filter(i).capacity()))
+                && state != State::Building
+                && !waiting
+        }
+    };
+    if needs_build && build(header, incarnation, owner, false) == BuildOutcome::Built {
+        found = header.slot_of(database);
+    }
+    let Some(i) = found else {
+        return Screening::LookUp;
+    };
+    let slot = &header.slots[i];
+    let Some(status) = usable(slot) else {
+        return Screening::LookUp;
+    };
+    let filter = header.filter(i);
+    let may_contain = keys.any(|key| filter.may_contain(key));
+    // Sequence lock: if a rebuild started while we probed, our reads may have seen cleared words.
+    fence(Ordering::Acquire);
+    if may_contain || slot.status.load(Ordering::Relaxed) != status {
+        return Screening::LookUp;
+    }
+    Screening::Clear
+}
+
+/// Adds a key written to a revocation table of this database (from the row trigger).
+fn add(key: FilterKey<'_>) {
+    let Some(header) = shared() else {
+        return;
+    };
+    let Some(i) = header.slot_of(unsafe { pg_sys::MyDatabaseId }) else {
+        return;
+    };
+    let slot = &header.slots[i];
+    if matches!(
+        State::of(slot.status.load(Ordering::Acquire)),
+        State::Building | State::Valid
+    ) {
+        header.filter(i).insert(key);
+        slot.keys_added.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BuildOutcome {
+    Built,
+    /// Another session builds it, a build failed recently, or no slot is free.
+    NotNow,
+    /// Writers did not finish in time; a later check retries.
+    GaveUp,
+    /// This session may not build now (see [`may_build_here`]).
+    NotHere,
+    /// No shared filter (not preloaded, turned off, or a standby).
+    Unavailable,
+}
+
+/// Whether this session may build: not in a parallel operation (which may not take a fresh
+/// snapshot), and not after its own transaction has written to the tables.
+fn may_build_here(tables: &[pg_sys::Oid; 3]) -> bool {
+    unsafe {
+        if pg_sys::IsInParallelMode() {
+            return false;
+        }
+        const WRITE_MODES: [u32; 4] = [
+            pg_sys::RowExclusiveLock,
+            pg_sys::ShareRowExclusiveLock,
+            pg_sys::ExclusiveLock,
+            pg_sys::AccessExclusiveLock,
+        ];
+        !tables.iter().any(|table| {
+            let tag = relation_lock_tag(*table);
+            WRITE_MODES
+                .iter()
+                .any(|mode| pg_sys::LockHeldByMe(&tag, *mode as pg_sys::LOCKMODE))
+        })
+    }
+}
+
+fn relation_lock_tag(relation: pg_sys::Oid) -> pg_sys::LOCKTAG {
+    pg_sys::LOCKTAG {
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        locktag_field2: relation.to_u32(),
+        locktag_field3: 0,
+        locktag_field4: 0,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_RELATION as u8,
+        locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
+    }
+}
+
+/// Clears and refills this database's filter from the tables. With `force`, also when it is
+/// valid. See the module documentation for why no committed key can be missed.
+fn build(
+    header: &Header,
+    incarnation: &Incarnation,
+    owner: pg_sys::Oid,
+    force: bool,
+) -> BuildOutcome {
+    let tables = &incarnation.tables;
+    if !may_build_here(tables) {
+        return BuildOutcome::NotHere;
+    }
+    let database = unsafe { pg_sys::MyDatabaseId };
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let me = unsafe { pg_sys::MyProcPid };
+    // Claim the slot: Invalid, so writers stop adding to words about to be cleared.
+    let claimed = header.locked(|| {
+        let i = header.slot_of(database).or_else(|| {
+            header
+                .slots
+                .iter()
+                .position(|slot| State::of(slot.status.load(Ordering::Relaxed)) == State::Free)
+        })?;
+        let slot = &header.slots[i];
+        let state = State::of(slot.status.load(Ordering::Relaxed));
+        if state == State::Building && builder_is_alive(slot.builder_pid.load(Ordering::Relaxed)) {
+            return None;
+        }
+        if state == State::Valid
+            && slot.built_from(incarnation)
+            && !force
+            && !slot.wants_rebuild(header.filter(i).capacity())
+        {
+            return None; // Built meanwhile by someone else.
+        }
+        if !force && slot.retry_after.load(Ordering::Relaxed) > now {
+            return None;
+        }
+        slot.database.store(database.to_u32(), Ordering::Relaxed);
+        for (stored, table) in slot.tables.iter().zip(&incarnation.tables) {
+            stored.store(table.to_u32(), Ordering::Relaxed);
+        }
+        slot.triggers_version
+            .store(incarnation.triggers_version, Ordering::Relaxed);
+        slot.builder_pid.store(me, Ordering::Relaxed);
+        slot.set_state(State::Invalid);
+        Some(i)
+    });
+    let Some(i) = claimed else {
+        return BuildOutcome::NotNow;
+    };
+    let slot = &header.slots[i];
+    let filter = header.filter(i);
+    filter.clear();
+    slot.keys_added.store(0, Ordering::Relaxed);
+    // From here on, writers' triggers add their keys (the store releases the cleared words).
+    let building = header.locked(|| slot.set_state(State::Building));
+
+    let give_up = |outcome| {
+        header.locked(|| {
+            if slot.status.load(Ordering::Relaxed) == building {
+                slot.set_state(State::Invalid);
+                let later = unsafe { pg_sys::GetCurrentTimestamp() } + RETRY_AFTER_MS * 1000;
+                slot.retry_after.store(later, Ordering::Relaxed);
+            }
+        });
+        outcome
+    };
+    if !earlier_writers_finished(tables) {
+        return give_up(BuildOutcome::GaveUp);
+    }
+    let filled = PgTryBuilder::new(|| fill(&filter, owner))
+        .catch_others(|error| {
+            give_up(BuildOutcome::GaveUp);
+            error.rethrow()
+        })
+        .execute();
+    header.locked(|| {
+        if slot.status.load(Ordering::Relaxed) != building {
+            return BuildOutcome::NotNow; // Taken over by a later build.
+        }
+        slot.keys_added.fetch_add(filled, Ordering::Relaxed);
+        slot.keys_at_build
+            .store(slot.keys_added.load(Ordering::Relaxed), Ordering::Relaxed);
+        slot.builds.fetch_add(1, Ordering::Relaxed);
+        slot.builder_pid.store(0, Ordering::Relaxed);
+        slot.set_state(State::Valid);
+        BuildOutcome::Built
+    })
+}
+
+fn builder_is_alive(pid: i32) -> bool {
+    pid != 0 && unsafe { !pg_sys::BackendPidGetProc(pid).is_null() }
+}
+
+/// Waits (boundedly) until every transaction that held a write lock on one of the tables
+/// when this was called has ended.
+fn earlier_writers_finished(tables: &[pg_sys::Oid; 3]) -> bool {
+    let mut writers = Vec::new();
+    for table in tables {
+        let tag = relation_lock_tag(*table);
+        unsafe {
+            let mut count = 0;
+            let conflicts =
+                pg_sys::GetLockConflicts(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, &mut count);
+            for n in 0..count.max(0) as usize {
+                writers.push(*conflicts.add(n));
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(BUILD_WAIT_MS);
+    loop {
+        writers.retain(|writer| unsafe { !pg_sys::VirtualXactLock(*writer, false) });
+        if writers.is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        pgrx::check_for_interrupts!();
+        unsafe { pg_sys::pg_usleep(1_000) };
+    }
+}
+
+/// Adds every key in the tables; returns how many.
+fn fill(filter: &RevocationFilter<'_>, owner: pg_sys::Oid) -> u64 {
+    let mut keys = 0u64;
+    owner_spi::scan_first_column(
+        owner,
+        "select session_id from auth.revoked_sessions",
+        |datum| {
+            let bytes = unsafe { &*(datum.cast_mut_ptr::<[u8; 16]>()) };
+            filter.insert(FilterKey::Session(bytes));
+            keys += 1;
+        },
+    );
+    owner_spi::scan_first_column(owner, "select user_id from auth.revoked_users", |datum| {
+        let user = unsafe { <&str>::from_datum(datum, false) }.unwrap_or_default();
+        filter.insert(FilterKey::User(user));
+        keys += 1;
+    });
+    owner_spi::scan_first_column(owner, "select jti from auth.revoked_tokens", |datum| {
+        let jti = unsafe { <&str>::from_datum(datum, false) }.unwrap_or_default();
+        filter.insert(FilterKey::Token(jti));
+        keys += 1;
+    });
+    keys
+}
+
+/// Rebuilds this database's filter now (for `auth.rebuild_revocation_filter()`).
+pub fn rebuild_now(incarnation: &Incarnation, owner: pg_sys::Oid) -> BuildOutcome {
+    match shared() {
+        Some(header) if unsafe { !pg_sys::RecoveryInProgress() } => {
+            build(header, incarnation, owner, true)
+        }
+        _ => BuildOutcome::Unavailable,
+    }
+}
+
+/// The state of this database's filter, for `auth.revocation_filter()`.
+pub struct Status {
+    pub state: &'static str,
+    pub keys: i64,
+    pub capacity: i64,
+    pub bytes: i64,
+    pub builds: i64,
+}
+
+pub fn status() -> Status {
+    let unavailable = |state| Status {
+        state,
+        keys: 0,
+        capacity: 0,
+        bytes: 0,
+        builds: 0,
+    };
+    let Some(header) = shared() else {
+        return unavailable("unavailable");
+    };
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return unavailable("unavailable");
+    }
+    let Some(i) = header.slot_of(unsafe { pg_sys::MyDatabaseId }) else {
+        return unavailable("free");
+    };
+    let slot = &header.slots[i];
+    Status {
+        state: State::of(slot.status.load(Ordering::Acquire)).name(),
+        keys: slot.keys_added.load(Ordering::Relaxed) as i64,
+        capacity: header.filter(i).capacity() as i64,
+        bytes: (header.words_per_slot * 8) as i64,
+        builds: slot.builds.load(Ordering::Relaxed) as i64,
+    }
+}
+
+/// Row trigger on the revocation tables: adds the written key to the filter. Its argument
+/// names the table's kind: `session`, `user` or `token`.
+#[pg_trigger]
+fn note_revocation<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
+    let Some(row) = trigger.new() else {
+        return Ok(None);
+    };
+    let kind = trigger.extra_args()?.into_iter().next().unwrap_or_default();
+    let unreadable = |error: pgrx::datum::TryFromDatumError| -> ! {
+        error!("pg_session_auth: cannot read the revoked key: {error}")
+    };
+    match kind.as_str() {
+        "session" => {
+            let id = row.get_by_name::<pgrx::Uuid>("session_id");
+            if let Some(id) = id.unwrap_or_else(|e| unreadable(e)) {
+                add(FilterKey::Session(id.as_bytes()));
+            }
+        }
+        "user" => {
+            let user = row.get_by_name::<&str>("user_id");
+            if let Some(user) = user.unwrap_or_else(|e| unreadable(e)) {
+                add(FilterKey::User(user));
+            }
+        }
+        "token" => {
+            let jti = row.get_by_name::<&str>("jti");
+            if let Some(jti) = jti.unwrap_or_else(|e| unreadable(e)) {
+                add(FilterKey::Token(jti));
+            }
+        }
+        other => error!("pg_session_auth: note_revocation does not know the kind {other:?}"),
+    }
+    Ok(None)
+}
