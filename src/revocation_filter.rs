@@ -227,6 +227,21 @@ impl Slot {
                 .all(|(stored, table)| stored.load(Ordering::Relaxed) == table.to_u32())
     }
 
+    /// Free, or left by a database that has been dropped; under the lock.
+    fn is_unused(&self) -> bool {
+        let status = self.status.load(Ordering::Relaxed);
+        State::of(status) == State::Free
+            || unsafe {
+                !pg_sys::SearchSysCacheExists(
+                    pg_sys::SysCacheIdentifier::DATABASEOID as i32,
+                    pg_sys::Datum::from(self.database.load(Ordering::Relaxed)),
+                    pg_sys::Datum::from(0),
+                    pg_sys::Datum::from(0),
+                    pg_sys::Datum::from(0),
+                )
+            }
+    }
+
     fn wants_rebuild(&self, capacity: u64) -> bool {
         let added = self.keys_added.load(Ordering::Relaxed);
         added > capacity.max(2 * self.keys_at_build.load(Ordering::Relaxed))
@@ -240,6 +255,11 @@ impl Slot {
 pub struct Incarnation {
     pub tables: [pg_sys::Oid; 3],
     pub triggers_version: u64,
+}
+
+thread_local! {
+    /// When this backend, whose database has no slot, may next look for one.
+    static NEXT_SLOT_SEARCH: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
 }
 
 /// What the filter says about a token's keys.
@@ -273,19 +293,26 @@ pub fn screen<'k>(
     };
     let mut found = header.slot_of(database);
     let needs_build = match found {
-        // Only if a slot is free.
-        None => header
-            .slots
-            .iter()
-            .any(|slot| State::of(slot.status.load(Ordering::Relaxed)) == State::Free),
+        // A slot may be free, or one of a dropped database reusable (looked for once a
+        // second, under the lock, by `build`).
+        None => {
+            let now = unsafe { pg_sys::GetCurrentTimestamp() };
+            let due = NEXT_SLOT_SEARCH.get() <= now;
+            if due {
+                NEXT_SLOT_SEARCH.set(now + RETRY_AFTER_MS * 1000);
+            }
+            due
+        }
         Some(i) => {
             let slot = &header.slots[i];
-            let state = State::of(slot.status.load(Ordering::Relaxed));
-            let waiting =
-                slot.retry_after.load(Ordering::Relaxed) > unsafe { pg_sys::GetCurrentTimestamp() };
             (usable(slot).is_none() || slot.wants_rebuild(header.filter(i).capacity()))
-                && state != State::Building
-                && !waiting
+                && match State::of(slot.status.load(Ordering::Relaxed)) {
+                    State::Building => !builder_is_alive(slot.builder_pid.load(Ordering::Relaxed)),
+                    _ => {
+                        slot.retry_after.load(Ordering::Relaxed)
+                            <= unsafe { pg_sys::GetCurrentTimestamp() }
+                    }
+                }
         }
     };
     if needs_build && build(header, incarnation, owner, false) == BuildOutcome::Built {
@@ -389,12 +416,9 @@ fn build(
     let me = unsafe { pg_sys::MyProcPid };
     // Claim the slot: Invalid, so writers stop adding to words about to be cleared.
     let claimed = header.locked(|| {
-        let i = header.slot_of(database).or_else(|| {
-            header
-                .slots
-                .iter()
-                .position(|slot| State::of(slot.status.load(Ordering::Relaxed)) == State::Free)
-        })?;
+        let i = header
+            .slot_of(database)
+            .or_else(|| header.slots.iter().position(Slot::is_unused))?;
         let slot = &header.slots[i];
         let state = State::of(slot.status.load(Ordering::Relaxed));
         if state == State::Building && builder_is_alive(slot.builder_pid.load(Ordering::Relaxed)) {
@@ -407,7 +431,10 @@ fn build(
         {
             return None; // Built meanwhile by someone else.
         }
-        if !force && slot.retry_after.load(Ordering::Relaxed) > now {
+        if !force
+            && slot.database.load(Ordering::Relaxed) == database.to_u32()
+            && slot.retry_after.load(Ordering::Relaxed) > now
+        {
             return None;
         }
         slot.database.store(database.to_u32(), Ordering::Relaxed);
@@ -430,25 +457,29 @@ fn build(
     // From here on, writers' triggers add their keys (the store releases the cleared words).
     let building = header.locked(|| slot.set_state(State::Building));
 
-    let give_up = |outcome| {
+    let give_up = || {
         header.locked(|| {
             if slot.status.load(Ordering::Relaxed) == building {
                 slot.set_state(State::Invalid);
+                slot.builder_pid.store(0, Ordering::Relaxed);
                 let later = unsafe { pg_sys::GetCurrentTimestamp() } + RETRY_AFTER_MS * 1000;
                 slot.retry_after.store(later, Ordering::Relaxed);
             }
-        });
-        outcome
-    };
-    if !earlier_writers_finished(tables) {
-        return give_up(BuildOutcome::GaveUp);
-    }
-    let filled = PgTryBuilder::new(|| fill(&filter, owner))
-        .catch_others(|error| {
-            give_up(BuildOutcome::GaveUp);
-            error.rethrow()
         })
-        .execute();
+    };
+    // On any error (a cancel while waiting, a statement timeout while reading), leave the
+    // slot to the next build instead of "being built" by a session that has moved on.
+    let filled =
+        PgTryBuilder::new(|| earlier_writers_finished(tables).then(|| fill(&filter, owner)))
+            .catch_others(|error| {
+                give_up();
+                error.rethrow()
+            })
+            .execute();
+    let Some(filled) = filled else {
+        give_up();
+        return BuildOutcome::GaveUp;
+    };
     header.locked(|| {
         if slot.status.load(Ordering::Relaxed) != building {
             return BuildOutcome::NotNow; // Taken over by a later build.

@@ -339,6 +339,15 @@ def test_databases_beyond_the_slots_are_still_checked(env):
             reader.close()
         assert states.count("valid") == MAX_DATABASES - 1
         assert states.count("free") == 2
+        # A dropped database's slot goes to the next database that needs one.
+        holder, waiting = names[states.index("valid")], names[states.index("free")]
+        env.pg.close_connections()
+        env.pg.sql(f"drop database {holder} with (force)")
+        reader = env.user(waiting)
+        assert verdict(reader, env.token()) == "ok"
+        assert env.status(waiting)["state"] == "valid"
+        revoked = revoke_each_kind(env, waiting)
+        assert [verdict(reader, t) for t in revoked] == [REVOKED] * 3
     finally:
         env.pg.close_connections()
         for name in names:
