@@ -27,7 +27,7 @@
 //!   also changes their catalog rows, so it is caught too.)
 //!
 //! Removals (purges) leave their bits set: stale bits only cost lookups. Once more keys have
-//! been added than the filter holds at about 0.5% false positives (and twice as many as it held
+//! been added than the filter holds at about 0.4% false positives (and twice as many as it held
 //! after its last build), the next check rebuilds it; `auth.rebuild_revocation_filter()` does
 //! so on demand, e.g. after a scheduled purge.
 

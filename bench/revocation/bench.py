@@ -950,11 +950,6 @@ def main():
     with connect(args.port, "bench_full") as first:
         first.execute("select auth.verify(%s)", (sets["a"][0],))
     first_ms = (time.time() - t0) * 1000
-    filter_state = {}
-    for db in DBS:
-        row = conns[db].execute("select state, keys, capacity, bytes, builds from auth.revocation_filter()").fetchone()
-        filter_state[db] = row[0]
-        print(f"  {db}: {row[0]}, {row[1]:,} keys (capacity {row[2]:,}, {row[3] // 1024} kB), {row[4]} build(s)")
     print(f"  first auth.verify in bench_full after loading (a new connection; builds the filter from "
           f"all rows when there is one): {first_ms:.0f} ms")
 
@@ -971,6 +966,11 @@ def main():
                 revoked = True
             if revoked != (expect_revoked and db == "bench_full"):
                 bad.append((db, what, revoked))
+    filter_state = {}
+    for db in DBS:
+        row = conns[db].execute("select state, keys, capacity, bytes, builds from auth.revocation_filter()").fetchone()
+        filter_state[db] = row[0]
+        print(f"  filter of {db}: {row[0]}, {row[1]:,} keys (capacity {row[2]:,}, {row[3] // 1024} kB), {row[4]} build(s)")
     for conn in conns.values():
         conn.close()
     n_rev = sum(1 for _, r, _ in honesty if r)
