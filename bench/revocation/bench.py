@@ -1030,7 +1030,7 @@ def main():
                                 ("fresh backend", "first statement of a new backend")):
                 em, fm, delta = summary[("authenticate", state, clock)]
                 verdict = "MET" if delta <= TARGET_US else "NOT MET"
-                print(f"TARGET ({name}) auth.authenticate, {what}: +{delta:.2f} µs/token over empty tables "
+                print(f"TARGET ({name}) auth.authenticate, {what}: {delta:+.2f} µs/token over empty tables "
                       f"({fm:.2f} vs {em:.2f}) <= {TARGET_US:.0f} µs -> {verdict}")
     if summary:
         best, q1, q3 = summary[("authenticate", "warm pairs", "spread")]
