@@ -34,7 +34,7 @@ pub const MAX_ANSWERS: usize = 10_000;
 pub const MAX_CACHED_KEY_BYTES: usize = 128;
 
 /// The revocation tables of the current database, as one generation of answers found them.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Tables {
     /// `revoked_sessions`, `revoked_users`, `revoked_tokens`.
     oids: [pg_sys::Oid; 3],
@@ -50,8 +50,7 @@ struct Tables {
 #[derive(Default)]
 struct Answers {
     generation: u64,
-    /// `None` when the extension is absent.
-    tables: Option<Tables>,
+    tables: Tables,
     /// Whether any table has rows; found out when first needed.
     any_rows: Option<bool>,
     sessions: HashMap<[u8; 16], bool>,
@@ -70,57 +69,88 @@ fn remember<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: 
     map.insert(key, value);
 }
 
-/// The tables, their owner and whether their triggers are intact; `None` without the
-/// extension.
-fn find_tables() -> Option<Tables> {
+/// The tables, their owner and whether their triggers are intact.
+///
+/// Intact means: both triggers of each table exist exactly as `sql/finalize.sql` creates them
+/// (same events, no `WHEN`, same arguments), fire `ALWAYS`, and call the extension's own C
+/// functions. The version covers every trigger on the tables and both functions, so any
+/// change to them is noticed (the filter is then rebuilt before it is used again).
+fn find_tables() -> Tables {
     let rows = owner_spi::select(
         None,
         "select c.relname::pg_catalog.text, c.oid::pg_catalog.int8, c.relowner::pg_catalog.int8, \
                 (select pg_catalog.count(*) from pg_catalog.pg_trigger t \
+                 join pg_catalog.pg_proc p on p.oid operator(pg_catalog.=) t.tgfoid \
                  where t.tgrelid operator(pg_catalog.=) c.oid \
                    and t.tgenabled operator(pg_catalog.=) 'A' \
-                   and t.tgname::pg_catalog.text operator(pg_catalog.=) any (array[ \
-                       c.relname::pg_catalog.text operator(pg_catalog.||) '_invalidate_cache', \
-                       c.relname::pg_catalog.text operator(pg_catalog.||) '_filter'])), \
+                   and p.prolang operator(pg_catalog.=) 13 \
+                   and (p.prosrc operator(pg_catalog.=) 'invalidate_cached_state_wrapper' \
+                        and pg_catalog.pg_get_triggerdef(t.oid) operator(pg_catalog.=) ('CREATE TRIGGER ' \
+                            operator(pg_catalog.||) c.relname operator(pg_catalog.||) '_invalidate_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON auth.' \
+                            operator(pg_catalog.||) c.relname operator(pg_catalog.||) ' FOR EACH STATEMENT EXECUTE FUNCTION auth.invalidate_cached_state()') \
+                     or p.prosrc operator(pg_catalog.=) 'note_revocation_wrapper' \
+                        and pg_catalog.pg_get_triggerdef(t.oid) operator(pg_catalog.=) ('CREATE TRIGGER ' \
+                            operator(pg_catalog.||) c.relname operator(pg_catalog.||) '_filter AFTER INSERT OR UPDATE ON auth.' \
+                            operator(pg_catalog.||) c.relname operator(pg_catalog.||) ' FOR EACH ROW EXECUTE FUNCTION auth.note_revocation(''' \
+                            operator(pg_catalog.||) pg_catalog.rtrim(pg_catalog.substr(c.relname, 9), 's') operator(pg_catalog.||) ''')'))), \
                 (select pg_catalog.string_agg(t.oid::pg_catalog.text operator(pg_catalog.||) ':' \
                             operator(pg_catalog.||) t.xmin::pg_catalog.text, ',' order by t.oid) \
-                 from pg_catalog.pg_trigger t where t.tgrelid operator(pg_catalog.=) c.oid) \
+                 from pg_catalog.pg_trigger t where t.tgrelid operator(pg_catalog.=) c.oid), \
+                (select pg_catalog.string_agg(p.oid::pg_catalog.text operator(pg_catalog.||) ':' \
+                            operator(pg_catalog.||) p.xmin::pg_catalog.text, ',' order by p.oid) \
+                 from pg_catalog.pg_proc p where p.oid operator(pg_catalog.=) any (array[ \
+                     pg_catalog.to_regproc('auth.note_revocation'), pg_catalog.to_regproc('auth.invalidate_cached_state')]::pg_catalog.oid[])) \
          from pg_catalog.pg_class c \
          join pg_catalog.pg_namespace n on n.oid operator(pg_catalog.=) c.relnamespace \
          where n.nspname operator(pg_catalog.=) 'auth' \
            and c.relname operator(pg_catalog.=) any (array['revoked_sessions', 'revoked_users', 'revoked_tokens'])",
         &[],
     );
-    if rows.len() != 3 {
-        return None;
-    }
+    let number = |text: &Option<String>| text.as_deref().and_then(|t| t.parse::<u32>().ok());
     let mut tables = Tables {
         oids: [pg_sys::InvalidOid; 3],
         owner: pg_sys::InvalidOid,
         triggers_intact: true,
         triggers_version: 0,
     };
-    let number = |text: &Option<String>| text.as_deref().and_then(|t| t.parse::<u32>().ok());
     let mut versions = std::collections::hash_map::DefaultHasher::new();
+    let mut found = 0;
     for row in &rows {
         let index = match row[0].as_deref() {
             Some("revoked_sessions") => 0,
             Some("revoked_users") => 1,
             _ => 2,
         };
-        tables.oids[index] = pg_sys::Oid::from(number(&row[1])?);
-        tables.owner = pg_sys::Oid::from(number(&row[2])?);
+        let (Some(oid), Some(owner)) = (number(&row[1]), number(&row[2])) else {
+            continue;
+        };
+        tables.oids[index] = pg_sys::Oid::from(oid);
+        tables.owner = pg_sys::Oid::from(owner);
         tables.triggers_intact &= number(&row[3]) == Some(2);
-        (index, &row[4]).hash(&mut versions);
+        (index, &row[4], &row[5]).hash(&mut versions);
+        found += 1;
+    }
+    if found != 3 {
+        // Verification must not go on as if nothing were revoked.
+        raise_missing_tables();
     }
     tables.triggers_version = versions.finish();
-    Some(tables)
+    tables
+}
+
+fn raise_missing_tables() -> ! {
+    pgrx::ereport!(
+        ERROR,
+        pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "pg_session_auth: the revocation tables are missing",
+        "Revocations cannot be checked; create the extension again (DROP EXTENSION and CREATE EXTENSION pg_session_auth)."
+    );
 }
 
 /// Starts a fresh generation of answers.
 fn fresh_answers(generation: u64) -> Answers {
     let tables = find_tables();
-    for oid in tables.iter().flat_map(|t| t.oids) {
+    for oid in tables.oids {
         invalidation::watch(oid, Cache::Revocations);
     }
     if !owner_spi::snapshot_is_latest() {
@@ -353,10 +383,7 @@ pub fn claims_revoked(claims: &Claims) -> bool {
 
 impl Answers {
     fn check(&mut self, claims: &Claims) -> bool {
-        // No extension: nothing can be revoked.
-        let Some(tables) = self.tables else {
-            return false;
-        };
+        let tables = self.tables;
         let keys = RevocationKeys::of(claims);
         if tables.triggers_intact
             && revocation_filter::screen(&tables.incarnation(), tables.owner, keys.filter_keys())
@@ -377,10 +404,9 @@ pub fn rebuild_filter() -> BuildOutcome {
     let answers = current_answers();
     let tables = answers.tables;
     ANSWERS.with(|slot| *slot.borrow_mut() = Some(answers));
-    match tables {
-        Some(tables) if tables.triggers_intact => {
-            revocation_filter::rebuild_now(&tables.incarnation(), tables.owner)
-        }
-        _ => BuildOutcome::NotHere,
+    if tables.triggers_intact {
+        revocation_filter::rebuild_now(&tables.incarnation(), tables.owner)
+    } else {
+        BuildOutcome::NotHere
     }
 }

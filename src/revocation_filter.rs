@@ -101,8 +101,15 @@ struct Slot {
     retry_after: AtomicI64,
 }
 
+/// Changes whenever the shared layout or the filter's hashing does; a library that finds
+/// another value in shared memory (a replaced library under EXEC_BACKEND) does not use it.
+const LAYOUT_VERSION: u64 = 0x5053_4146_0000_0000
+    | (pg_session_auth_core::revocation_filter::BITS_PER_KEY as u64) << 8
+    | WORDS_PER_BLOCK as u64;
+
 #[repr(C)]
 struct Header {
+    layout: u64,
     lock: *mut pg_sys::LWLock,
     seed: [u64; 2],
     words_per_slot: usize,
@@ -173,6 +180,7 @@ unsafe extern "C-unwind" fn on_shmem_startup() {
                 pg_sys::GetCurrentTimestamp() as u64,
             ];
         }
+        (*header).layout = LAYOUT_VERSION;
         (*header).seed = seed;
         (*header).words_per_slot = words_per_slot();
         (*header).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(LWLOCK_TRANCHE.as_ptr())).lock;
@@ -182,7 +190,7 @@ unsafe extern "C-unwind" fn on_shmem_startup() {
 }
 
 fn shared() -> Option<&'static Header> {
-    unsafe { SHARED.load(Ordering::Acquire).as_ref() }
+    unsafe { SHARED.load(Ordering::Acquire).as_ref() }.filter(|h| h.layout == LAYOUT_VERSION)
 }
 
 impl Header {
@@ -227,11 +235,11 @@ impl Slot {
                 .all(|(stored, table)| stored.load(Ordering::Relaxed) == table.to_u32())
     }
 
-    /// Free, or left by a database that has been dropped; under the lock.
-    fn is_unused(&self) -> bool {
-        let status = self.status.load(Ordering::Relaxed);
-        State::of(status) == State::Free
-            || unsafe {
+    /// Whether the slot belongs to a database that has been dropped (reads the catalog).
+    fn database_is_gone(&self) -> bool {
+        let status = self.status.load(Ordering::Acquire);
+        State::of(status) != State::Free
+            && unsafe {
                 !pg_sys::SearchSysCacheExists(
                     pg_sys::SysCacheIdentifier::DATABASEOID as i32,
                     pg_sys::Datum::from(self.database.load(Ordering::Relaxed)),
@@ -414,11 +422,23 @@ fn build(
     let database = unsafe { pg_sys::MyDatabaseId };
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     let me = unsafe { pg_sys::MyProcPid };
+    // Slots of dropped databases may be reused; found out before taking the lock (catalog
+    // access under an LWLock is not allowed), confirmed under it by an unchanged status.
+    let abandoned: Vec<(usize, u64)> = header
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(_, slot)| slot.database_is_gone())
+        .map(|(i, slot)| (i, slot.status.load(Ordering::Acquire)))
+        .collect();
     // Claim the slot: Invalid, so writers stop adding to words about to be cleared.
     let claimed = header.locked(|| {
-        let i = header
-            .slot_of(database)
-            .or_else(|| header.slots.iter().position(Slot::is_unused))?;
+        let i = header.slot_of(database).or_else(|| {
+            header.slots.iter().enumerate().position(|(i, slot)| {
+                let status = slot.status.load(Ordering::Relaxed);
+                State::of(status) == State::Free || abandoned.contains(&(i, status))
+            })
+        })?;
         let slot = &header.slots[i];
         let state = State::of(slot.status.load(Ordering::Relaxed));
         if state == State::Building && builder_is_alive(slot.builder_pid.load(Ordering::Relaxed)) {
@@ -431,12 +451,14 @@ fn build(
         {
             return None; // Built meanwhile by someone else.
         }
-        if !force
-            && slot.database.load(Ordering::Relaxed) == database.to_u32()
-            && slot.retry_after.load(Ordering::Relaxed) > now
-        {
+        let same_database = slot.database.load(Ordering::Relaxed) == database.to_u32();
+        if !force && same_database && slot.retry_after.load(Ordering::Relaxed) > now {
             return None;
         }
+        // The state first: a reader that sees the new identity below must also see that the
+        // slot is no longer valid when it re-reads the status (the sequence lock in `screen`).
+        slot.set_state(State::Invalid);
+        fence(Ordering::Release);
         slot.database.store(database.to_u32(), Ordering::Relaxed);
         for (stored, table) in slot.tables.iter().zip(&incarnation.tables) {
             stored.store(table.to_u32(), Ordering::Relaxed);
@@ -444,7 +466,6 @@ fn build(
         slot.triggers_version
             .store(incarnation.triggers_version, Ordering::Relaxed);
         slot.builder_pid.store(me, Ordering::Relaxed);
-        slot.set_state(State::Invalid);
         Some(i)
     });
     let Some(i) = claimed else {
@@ -452,6 +473,7 @@ fn build(
     };
     let slot = &header.slots[i];
     let filter = header.filter(i);
+    fence(Ordering::Release);
     filter.clear();
     slot.keys_added.store(0, Ordering::Relaxed);
     // From here on, writers' triggers add their keys (the store releases the cleared words).
@@ -501,6 +523,7 @@ fn builder_is_alive(pid: i32) -> bool {
 /// Waits (boundedly) until every transaction that held a write lock on one of the tables
 /// when this was called has ended.
 fn earlier_writers_finished(tables: &[pg_sys::Oid; 3]) -> bool {
+    let vacuums = vacuum_transactions();
     let mut writers = Vec::new();
     for table in tables {
         let tag = relation_lock_tag(*table);
@@ -509,7 +532,11 @@ fn earlier_writers_finished(tables: &[pg_sys::Oid; 3]) -> bool {
             let conflicts =
                 pg_sys::GetLockConflicts(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, &mut count);
             for n in 0..count.max(0) as usize {
-                writers.push(*conflicts.add(n));
+                let writer = *conflicts.add(n);
+                // (Auto)vacuum's lock conflicts too, but it writes no rows.
+                if !vacuums.contains(&(writer.backendId, writer.localTransactionId)) {
+                    writers.push(writer);
+                }
             }
         }
     }
@@ -524,6 +551,19 @@ fn earlier_writers_finished(tables: &[pg_sys::Oid; 3]) -> bool {
         }
         pgrx::check_for_interrupts!();
         unsafe { pg_sys::pg_usleep(1_000) };
+    }
+}
+
+/// The virtual transactions of (auto)vacuums running now.
+fn vacuum_transactions() -> Vec<(pg_sys::BackendId, pg_sys::LocalTransactionId)> {
+    const VACUUM_FLAGS: u8 = (pg_sys::PROC_IN_VACUUM | pg_sys::PROC_IS_AUTOVACUUM) as u8;
+    unsafe {
+        let global = &*pg_sys::ProcGlobal;
+        (0..global.allProcCount as usize)
+            .map(|n| &*global.allProcs.add(n))
+            .filter(|proc_| proc_.pid != 0 && proc_.statusFlags & VACUUM_FLAGS != 0)
+            .map(|proc_| (proc_.backendId, proc_.lxid))
+            .collect()
     }
 }
 

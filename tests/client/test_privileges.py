@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 
 from client_support import (
@@ -19,7 +20,7 @@ from client_support import (
     now,
     private_pem,
 )
-from conftest import APP_USER, KEY_ADMIN, collect_notices, raises_sqlstate
+from conftest import APP_USER, KEY_ADMIN, collect_notices, raises_sqlstate, running_cluster
 
 SETTINGS = {
     "pg_session_auth.leeway": "3600",
@@ -249,13 +250,25 @@ def test_request_roles_cannot_read_the_trust_settings(pg):
         pg.sql("drop role no_settings_reader")
 
 
+EVIL_STARTUP_OPTIONS = "-c pg_session_auth.leeway=3600 -c pg_session_auth.issuer=evil"
+
+
 def test_plain_role_cannot_set_at_connection_start(pg):
-    """Startup options (PGOPTIONS) of a non-superuser: with the library preloaded, the value
-    given at connection start is refused (a WARNING) and the default stays."""
-    app = pg.connect(APP_USER, options="-c pg_session_auth.leeway=3600 "
-                                       "-c pg_session_auth.issuer=evil")
-    assert app.execute("show pg_session_auth.leeway").fetchone()[0] == "30s"
-    assert app.execute("show pg_session_auth.issuer").fetchone()[0] == ""
+    """Startup options (PGOPTIONS) of a non-superuser, with the library in
+    shared_preload_libraries: the settings exist before the options are applied, so the
+    connection itself is refused."""
+    with pytest.raises(psycopg.OperationalError,
+                       match='permission denied to set parameter "pg_session_auth.leeway"'):
+        pg.connect(APP_USER, options=EVIL_STARTUP_OPTIONS)
+
+
+def test_plain_role_cannot_set_at_connection_start_with_session_preload():
+    """The same with session_preload_libraries: the library loads after the options were
+    applied as placeholders; loading it refuses them (a WARNING) and the defaults stay."""
+    with running_cluster(preload="session") as c:
+        app = c.connect(APP_USER, options=EVIL_STARTUP_OPTIONS)
+        assert app.execute("show pg_session_auth.leeway").fetchone()[0] == "30s"
+        assert app.execute("show pg_session_auth.issuer").fetchone()[0] == ""
 
 
 def test_superuser_settings_survive_reset_all_of_a_plain_role(pg, keys):

@@ -373,3 +373,62 @@ def test_without_shared_preload_there_is_no_filter(cluster_without_preload):
         su.add_notice_handler(lambda diag: notices.append(diag.message_primary))
         assert su.execute("select auth.rebuild_revocation_filter()").fetchone()[0] is False
         assert any("shared_preload_libraries" in n for n in notices)
+
+
+FILTER_TRIGGER = ("create trigger revoked_sessions_filter after insert or update on "
+                  "auth.revoked_sessions for each row execute function "
+                  "auth.note_revocation('session')")
+
+
+@pytest.mark.parametrize("tampering", [
+    "when (false)",
+    "for each statement",
+    "other function",
+])
+def test_a_changed_filter_trigger_is_not_trusted(env, tampering):
+    reader = env.user()
+    assert lookups(reader, [env.token()]) == (["ok"], 0)
+    session = str(uuid.uuid4())
+    with env.pg.connect("postgres") as su:
+        su.execute("drop trigger revoked_sessions_filter on auth.revoked_sessions")
+        if tampering == "when (false)":
+            su.execute(FILTER_TRIGGER.replace("for each row", "for each row when (false)"))
+        elif tampering == "for each statement":
+            su.execute(FILTER_TRIGGER.replace("for each row execute function "
+                                              "auth.note_revocation('session')",
+                                              "for each statement execute function "
+                                              "auth.note_revocation('session')"))
+        else:
+            su.execute("create function public.no_op() returns trigger language plpgsql "
+                       "as $$ begin return null; end $$")
+            su.execute(FILTER_TRIGGER.replace("auth.note_revocation('session')",
+                                              "public.no_op()"))
+        su.execute("alter table auth.revoked_sessions enable always trigger revoked_sessions_filter")
+        su.execute("insert into auth.revoked_sessions (session_id) values (%s)", [session])
+    try:
+        results, scans = lookups(reader, [env.token(session_id=session), env.token()])
+        assert results == [REVOKED, "ok"]
+        assert scans >= 2  # neither the filter nor cached answers are trusted
+    finally:
+        with env.pg.connect("postgres") as su:
+            su.execute("drop trigger revoked_sessions_filter on auth.revoked_sessions")
+            su.execute("drop function if exists public.no_op()")
+            su.execute(FILTER_TRIGGER)
+            su.execute("alter table auth.revoked_sessions enable always trigger revoked_sessions_filter")
+    # Restored: the filter is rebuilt (its triggers changed) and holds the key again.
+    assert verdict(reader, env.token(session_id=session)) == REVOKED
+    assert lookups(reader, [env.token()]) == (["ok"], 0)
+
+
+def test_missing_revocation_tables_fail_closed(env):
+    reader = env.user()
+    assert verdict(reader, env.token()) == "ok"
+    with env.pg.connect("postgres") as su:
+        su.execute("alter table auth.revoked_tokens rename to revoked_tokens_elsewhere")
+    try:
+        assert verdict(reader, env.token()).startswith(
+            "55000 pg_session_auth: the revocation tables are missing")
+    finally:
+        with env.pg.connect("postgres") as su:
+            su.execute("alter table auth.revoked_tokens_elsewhere rename to revoked_tokens")
+    assert verdict(reader, env.token()) == "ok"
