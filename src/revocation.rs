@@ -386,7 +386,7 @@ impl Answers {
         let tables = self.tables;
         let keys = RevocationKeys::of(claims);
         if tables.triggers_intact
-            && revocation_filter::screen(&tables.incarnation(), tables.owner, keys.filter_keys())
+            && revocation_filter::screen(&tables.incarnation(), keys.filter_keys())
                 == Screening::Clear
         {
             return false;
@@ -396,6 +396,16 @@ impl Answers {
         }
         let mut known = self.known_for(&keys, tables);
         keys.revoked_by(&mut known)
+    }
+}
+
+/// Builds the shared filter of this database if it is not valid (in the build worker).
+pub fn build_filter_in_worker() -> BuildOutcome {
+    let tables = find_tables();
+    if tables.triggers_intact {
+        revocation_filter::build_if_needed(&tables.incarnation(), tables.owner)
+    } else {
+        BuildOutcome::NotHere
     }
 }
 

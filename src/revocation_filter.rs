@@ -10,32 +10,40 @@
 //! - every write to a revocation table fires a row trigger ([`note_revocation`]) that adds the
 //!   new key to the filter while the writing transaction still holds its table lock, whenever
 //!   the filter is `BUILDING` or `VALID`;
-//! - a build ([`build`]) clears the filter, marks it `BUILDING`, then waits for every
+//! - a build ([`build`], run by a background worker that a check starts, or by
+//!   `auth.rebuild_revocation_filter()`) clears the filter, marks it `BUILDING`, then waits for every
 //!   transaction that held a write lock on the tables before that (their keys may have been
 //!   cleared or skipped), then adds every row it reads under a fresh snapshot. Transactions
-//!   that lock the tables later see `BUILDING` in their trigger. The wait is bounded; a build
-//!   that cannot finish it gives up and is retried later;
+//!   that lock the tables later see `BUILDING` in their trigger (the lock manager's LWLocks
+//!   order the two). (Auto)vacuums' locks are not waited for: they write no rows. The wait is
+//!   bounded; a build that cannot finish it gives up and is retried a second later;
 //! - readers use a filter only while it is `VALID` for their database and for the current
 //!   incarnation of the tables (their OIDs), and re-read its status after probing, so a
-//!   rebuild that starts meanwhile sends them to the exact lookup (a sequence lock);
+//!   rebuild that starts meanwhile sends them to the exact lookup (a sequence lock). A claim
+//!   changes the status before it rewrites the slot's identity, so a reader that sees the new
+//!   identity also sees the status change;
 //! - a session whose own transaction has written to the tables does not build (its snapshot
 //!   would see its own uncommitted deletions, which a rollback would bring back);
-//! - readers trust the filter only while the tables' triggers are all enabled `ALWAYS`, and
-//!   only if no trigger on the tables has changed since it was built ([`Incarnation`]): a
+//! - readers trust the filter only while the tables' triggers are exactly as the extension
+//!   created them and enabled `ALWAYS`, and only if no trigger on the tables (or their
+//!   functions) has changed since it was built ([`Incarnation`]): a
 //!   filter built before a trigger was disabled and enabled again may lack keys written in
 //!   between. (Writing with the triggers disabled and restoring them in the same transaction
 //!   also changes their catalog rows, so it is caught too.)
 //!
 //! Removals (purges) leave their bits set: stale bits only cost lookups. Once more keys have
 //! been added than the filter holds at about 0.4% false positives (and twice as many as it held
-//! after its last build), the next check rebuilds it; `auth.rebuild_revocation_filter()` does
-//! so on demand, e.g. after a scheduled purge.
+//! after its last build), the next check has it rebuilt; `auth.rebuild_revocation_filter()`
+//! does so on demand, e.g. after a scheduled purge.
 
 use std::ffi::CStr;
 use std::ptr;
 use std::sync::atomic::{fence, AtomicI32, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use pg_session_auth_core::revocation_filter::{FilterKey, RevocationFilter, WORDS_PER_BLOCK};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -45,7 +53,9 @@ use crate::owner_spi;
 /// Databases that can have a filter at the same time (a slot each).
 pub const MAX_DATABASES: usize = 4;
 /// How long a build waits for earlier writers to finish before giving up.
-const BUILD_WAIT_MS: u64 = 200;
+const BUILD_WAIT_MS: u64 = 2_000;
+/// At most one build worker is started per this interval, cluster-wide.
+const WORKER_LAUNCH_INTERVAL_MS: i64 = 200;
 /// How long after a build gave up (or failed) the next one may start.
 const RETRY_AFTER_MS: i64 = 1_000;
 
@@ -103,7 +113,7 @@ struct Slot {
 
 /// Changes whenever the shared layout or the filter's hashing does; a library that finds
 /// another value in shared memory (a replaced library under EXEC_BACKEND) does not use it.
-const LAYOUT_VERSION: u64 = 0x5053_4146_0000_0000
+const LAYOUT_VERSION: u64 = 0x5053_4146_0002_0000
     | (pg_session_auth_core::revocation_filter::BITS_PER_KEY as u64) << 8
     | WORDS_PER_BLOCK as u64;
 
@@ -113,6 +123,8 @@ struct Header {
     lock: *mut pg_sys::LWLock,
     seed: [u64; 2],
     words_per_slot: usize,
+    /// When the next build worker may be started.
+    next_worker_launch: AtomicI64,
     slots: [Slot; MAX_DATABASES],
 }
 
@@ -279,12 +291,11 @@ pub enum Screening {
     LookUp,
 }
 
-/// Screens `keys` against this database's filter for `incarnation` of the tables, owned by
-/// `owner`. Builds the filter first when it is missing, stale or too full, and this session
-/// may build it.
+/// Screens `keys` against this database's filter for `incarnation` of the tables. When the
+/// filter is missing, stale or too full, asks a background worker to build it and answers
+/// [`Screening::LookUp`] meanwhile.
 pub fn screen<'k>(
     incarnation: &Incarnation,
-    owner: pg_sys::Oid,
     mut keys: impl Iterator<Item = FilterKey<'k>>,
 ) -> Screening {
     let Some(header) = shared() else {
@@ -299,7 +310,7 @@ pub fn screen<'k>(
         let status = slot.status.load(Ordering::Acquire);
         (State::of(status) == State::Valid && slot.built_from(incarnation)).then_some(status)
     };
-    let mut found = header.slot_of(database);
+    let found = header.slot_of(database);
     let needs_build = match found {
         // A slot may be free, or one of a dropped database reusable (looked for once a
         // second, under the lock, by `build`).
@@ -323,8 +334,9 @@ pub fn screen<'k>(
                 }
         }
     };
-    if needs_build && build(header, incarnation, owner, false) == BuildOutcome::Built {
-        found = header.slot_of(database);
+    if needs_build {
+        // Built by a background worker: no request waits for a build or fails with it.
+        request_build(header, database);
     }
     let Some(i) = found else {
         return Screening::LookUp;
@@ -341,6 +353,63 @@ pub fn screen<'k>(
         return Screening::LookUp;
     }
     Screening::Clear
+}
+
+/// Starts a background worker that builds this database's filter, unless one was started
+/// very recently (it then gets its turn at a later check). Without a free worker slot the
+/// checks simply go on looking tokens up.
+fn request_build(header: &Header, database: pg_sys::Oid) {
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let next = header.next_worker_launch.load(Ordering::Relaxed);
+    if now < next
+        || header
+            .next_worker_launch
+            .compare_exchange(
+                next,
+                now + WORKER_LAUNCH_INTERVAL_MS * 1000,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+    {
+        return;
+    }
+    let started = BackgroundWorkerBuilder::new("pg_session_auth revocation filter builder")
+        .set_type("pg_session_auth filter builder")
+        .set_library("pg_session_auth")
+        .set_function("pg_session_auth_build_revocation_filter")
+        .set_argument(Some(pg_sys::Datum::from(database.to_u32())))
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .load_dynamic();
+    if started.is_err() {
+        debug1!("pg_session_auth: no background worker free to build the revocation filter");
+    }
+}
+
+/// The build worker's entry point: connects to the database and builds its filter.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn pg_session_auth_build_revocation_filter(argument: pg_sys::Datum) {
+    let database = pg_sys::Oid::from(argument.value() as u32);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
+    BackgroundWorker::transaction(|| {
+        // Whatever the database's settings say: a build is not a client's statement.
+        Spi::run("set local statement_timeout = 0").expect("statement_timeout can be set");
+        Spi::run("set local lock_timeout = 0").expect("lock_timeout can be set");
+        crate::revocation::build_filter_in_worker();
+    });
+}
+
+/// Builds this database's filter unless it is valid (from the build worker).
+pub fn build_if_needed(incarnation: &Incarnation, owner: pg_sys::Oid) -> BuildOutcome {
+    match shared() {
+        Some(header) if unsafe { !pg_sys::RecoveryInProgress() } => {
+            build(header, incarnation, owner, false)
+        }
+        _ => BuildOutcome::Unavailable,
+    }
 }
 
 /// Adds a key written to a revocation table of this database (from the row trigger).

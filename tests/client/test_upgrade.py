@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -143,5 +144,10 @@ def test_an_updated_install_equals_a_fresh_one_and_keeps_its_data(pg, databases,
                        [key.sign({**claims, "session_id": session})])
     assert reader.execute("select auth.verify(%s) ->> 'sub'",
                           [key.sign(claims)]).fetchone()[0] == claims["sub"]
-    assert reader.execute("select state, keys from auth.revocation_filter()").fetchone() == (
-        "valid", 1)
+    # The filter is built by a background worker after the first check asked for it.
+    deadline = time.monotonic() + 20
+    while reader.execute("select state, keys from auth.revocation_filter()").fetchone() != (
+            "valid", 1):
+        assert time.monotonic() < deadline, "the filter was not built"
+        reader.execute("select auth.is_revoked('{}')")  # a check asks for the build again
+        time.sleep(0.05)
