@@ -54,6 +54,19 @@ SAFETY_OPTIONS = "-c statement_timeout=20000 -c lock_timeout=10000"
 
 _live_clusters: set["Cluster"] = set()
 
+# A helper that reports a verification's outcome instead of raising, so that many
+# verifications can share ONE statement (and so one statement clock).
+TRY_VERIFY = """
+    create function public.try_verify(token text) returns text
+    language plpgsql as $$
+    begin
+        perform auth.verify(token);
+        return 'ok';
+    exception when others then
+        return sqlstate || ' ' || sqlerrm;
+    end
+    $$"""
+
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -176,18 +189,7 @@ class Cluster:
             conn.execute(f"grant pg_read_all_settings to {APP_USER}")
             conn.execute(f"create role {KEY_ADMIN} login")
             conn.execute(f"grant {ADMIN_ROLE} to {KEY_ADMIN}")
-            # A helper that reports a verification's outcome instead of raising, so that many
-            # verifications can share ONE statement (and so one statement clock).
-            conn.execute("""
-                create function public.try_verify(token text) returns text
-                language plpgsql as $$
-                begin
-                    perform auth.verify(token);
-                    return 'ok';
-                exception when others then
-                    return sqlstate || ' ' || sqlerrm;
-                end
-                $$""")
+            conn.execute(TRY_VERIFY)
 
     def reset(self) -> None:
         """Empty keyring, no per-database/per-role settings, extension present."""

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from client_support import make_key, now
-from conftest import (KEY_ADMIN, PRELOAD_LINES, SAFETY_OPTIONS, Cluster, as_postgres,
+from conftest import (KEY_ADMIN, PRELOAD_LINES, TRY_VERIFY, Cluster, as_postgres,
                       raises_sqlstate)
 
 AUTHENTICATOR = "filter_authenticator"
@@ -334,16 +334,7 @@ def test_databases_beyond_the_slots_are_still_checked(env):
         for name in names:
             env.setup_database(name)
             with env.pg.connect("postgres", dbname=name) as su:
-                su.execute("""
-                    create function public.try_verify(token text) returns text
-                    language plpgsql as $$
-                    begin
-                        perform auth.verify(token);
-                        return 'ok';
-                    exception when others then
-                        return sqlstate || ' ' || sqlerrm;
-                    end
-                    $$""")
+                su.execute(TRY_VERIFY)
         # The module's own database holds one slot already.
         states = []
         for name in names:
