@@ -41,9 +41,7 @@ use std::ptr;
 use std::sync::atomic::{fence, AtomicI32, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use pg_session_auth_core::revocation_filter::{FilterKey, RevocationFilter, WORDS_PER_BLOCK};
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
-};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -359,6 +357,9 @@ pub fn screen<'k>(
 /// very recently (it then gets its turn at a later check). Without a free worker slot the
 /// checks simply go on looking tokens up.
 fn request_build(header: &Header, database: pg_sys::Oid) {
+    if unsafe { pg_sys::IsInParallelMode() } {
+        return; // The leader or a later statement asks.
+    }
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     let next = header.next_worker_launch.load(Ordering::Relaxed);
     if now < next
@@ -392,7 +393,9 @@ fn request_build(header: &Header, database: pg_sys::Oid) {
 #[no_mangle]
 pub extern "C-unwind" fn pg_session_auth_build_revocation_filter(argument: pg_sys::Datum) {
     let database = pg_sys::Oid::from(argument.value() as u32);
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGTERM);
+    // PostgreSQL's default handlers for a worker: SIGTERM (e.g. a fast shutdown) ends it at
+    // once; a slot it was building is then taken over by a later build.
+    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
     BackgroundWorker::transaction(|| {
         // Whatever the database's settings say: a build is not a client's statement.

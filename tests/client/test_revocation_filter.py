@@ -442,3 +442,22 @@ def test_missing_revocation_tables_fail_closed(env):
         with env.pg.connect("postgres") as su:
             su.execute("alter table auth.revoked_tokens_elsewhere rename to revoked_tokens")
     assert verdict(reader, env.token()) == "ok"
+
+
+def test_a_terminated_build_worker_is_replaced(env):
+    env.pg.restart()
+    session = str(uuid.uuid4())
+    writer = env.pg.connect(KEY_ADMIN, autocommit=False)
+    writer.execute("select auth.revoke_session(%s)", [session])  # keeps the worker waiting
+    reader = env.user()
+    assert verdict(reader, env.token()) == "ok"
+    env.wait_for(state="building")
+    with env.pg.connect("postgres") as su:
+        pids = su.execute("select pid from pg_stat_activity "
+                          "where backend_type = 'pg_session_auth filter builder'").fetchall()
+        assert len(pids) == 1
+        assert su.execute("select pg_terminate_backend(%s)", [pids[0][0]]).fetchone()[0]
+    writer.commit()
+    # The slot still says "building", but its builder is gone: the next check starts another.
+    env.wait_for(state="valid", keys=1)
+    assert verdict(reader, env.token(session_id=session)) == REVOKED
