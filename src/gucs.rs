@@ -1,6 +1,6 @@
-//! Every `pg_session_auth.*` setting. Each decides what is trusted, so each is `SUSET`: only a
+//! Every `pg_session_auth.*` setting. Each one that decides what is trusted is `SUSET`: only a
 //! superuser (or a role granted `SET` on it) may change it, in a session, per role/database,
-//! or in postgresql.conf. `SUPERUSER_ONLY`: the roles requests run as cannot even read them
+//! or in postgresql.conf (`revocation_filter_size`, a memory size, is set at server start). `SUPERUSER_ONLY`: the roles requests run as cannot even read them
 //! (members of `pg_read_all_settings` can). `NO_RESET_ALL` keeps a client's `RESET ALL` /
 //! `DISCARD ALL` from dropping a value a superuser set for the session.
 

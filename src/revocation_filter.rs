@@ -436,8 +436,10 @@ fn add(key: FilterKey<'_>) {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum BuildOutcome {
     Built,
-    /// Another session builds it, a build failed recently, or no slot is free.
+    /// Another session builds it, it was built meanwhile, or a build failed recently.
     NotNow,
+    /// All slots are taken by other databases.
+    NoSlot,
     /// Writers did not finish in time; a later check retries.
     GaveUp,
     /// This session may not build now (see [`may_build_here`]).
@@ -505,27 +507,30 @@ fn build(
         .collect();
     // Claim the slot: Invalid, so writers stop adding to words about to be cleared.
     let claimed = header.locked(|| {
-        let i = header.slot_of(database).or_else(|| {
-            header.slots.iter().enumerate().position(|(i, slot)| {
-                let status = slot.status.load(Ordering::Relaxed);
-                State::of(status) == State::Free || abandoned.contains(&(i, status))
+        let i = header
+            .slot_of(database)
+            .or_else(|| {
+                header.slots.iter().enumerate().position(|(i, slot)| {
+                    let status = slot.status.load(Ordering::Relaxed);
+                    State::of(status) == State::Free || abandoned.contains(&(i, status))
+                })
             })
-        })?;
+            .ok_or(BuildOutcome::NoSlot)?;
         let slot = &header.slots[i];
         let state = State::of(slot.status.load(Ordering::Relaxed));
         if state == State::Building && builder_is_alive(slot.builder_pid.load(Ordering::Relaxed)) {
-            return None;
+            return Err(BuildOutcome::NotNow);
         }
         if state == State::Valid
             && slot.built_from(incarnation)
             && !force
             && !slot.wants_rebuild(header.filter(i).capacity())
         {
-            return None; // Built meanwhile by someone else.
+            return Err(BuildOutcome::NotNow); // Built meanwhile by someone else.
         }
         let same_database = slot.database.load(Ordering::Relaxed) == database.to_u32();
         if !force && same_database && slot.retry_after.load(Ordering::Relaxed) > now {
-            return None;
+            return Err(BuildOutcome::NotNow);
         }
         // The state first: a reader that sees the new identity below must also see that the
         // slot is no longer valid when it re-reads the status (the sequence lock in `screen`).
@@ -538,10 +543,11 @@ fn build(
         slot.triggers_version
             .store(incarnation.triggers_version, Ordering::Relaxed);
         slot.builder_pid.store(me, Ordering::Relaxed);
-        Some(i)
+        Ok(i)
     });
-    let Some(i) = claimed else {
-        return BuildOutcome::NotNow;
+    let i = match claimed {
+        Ok(i) => i,
+        Err(outcome) => return outcome,
     };
     let slot = &header.slots[i];
     let filter = header.filter(i);

@@ -641,8 +641,8 @@ def report_churn(out):
     print("Answers under revocation churn: auth.verify over the same 10,000 tokens (set a, answers")
     print("cached) in bench_full while another connection commits auth.revoke_session() of unrelated")
     print("sessions at a steady rate. Each commit drops every backend's answers (src/revocation.rs,")
-    print("relcache invalidation), after which the next verification rebuilds them (emptiness probe)")
-    print("and every token is looked up again. Medians of the passes, µs per token:")
+    print("relcache invalidation), after which the next verification rebuilds them (catalog query)")
+    print("and, without the filter, every token is looked up again. Medians of the passes, µs per token:")
     header = f"{'revocations/s (achieved)':>26} | {'on-CPU':>7} {'wall':>7} | {'lookups/token':>13} {'seq scans/pass':>15}"
     print(header)
     print("-" * len(header))
@@ -813,7 +813,7 @@ def report_purge(res, expected):
     distinct = res["done"][0]["distinct_tokens"]
     print(f"{nv} verifier connections, each `select count(auth.verify(t)) from unnest($1) t` with {batch} tokens "
           f"per statement, cycling over {distinct:,} distinct tokens (more than the 10,000 answers kept, so "
-          f"every verification looks up all three tables).")
+          f"without the filter every verification looks up all three tables).")
     print("cpu/verif.: on-CPU µs of the verifier backends per verification; runq: share of their time spent")
     print("runnable but waiting for a CPU (/proc/PID/schedstat; a lock wait would show as neither), for the")
     print("verifier backends and for their Python clients; admin CPUs: CPUs used by the backend that purges, then VACUUMs.")

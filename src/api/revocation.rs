@@ -284,7 +284,7 @@ fn purge_revocations() -> i64 {
 }
 
 /// `auth.revocation_filter()`: the state of this database's shared revocation filter (see
-/// README, "Revocation filter"). Admins only.
+/// README, "The revocation filter"). Admins only.
 #[pg_extern(volatile, parallel_unsafe)]
 fn revocation_filter() -> TableIterator<
     'static,
@@ -321,6 +321,9 @@ fn rebuild_revocation_filter() -> bool {
     let why = match revocation::rebuild_filter() {
         BuildOutcome::Built => return true,
         BuildOutcome::NotNow => "another session is building it",
+        BuildOutcome::NoSlot => {
+            "every filter slot is taken by other databases (4 per cluster); checks here look tokens up"
+        }
         BuildOutcome::GaveUp => "transactions writing revocations did not finish in time",
         BuildOutcome::NotHere => {
             "this transaction has written to the revocation tables, or their triggers are not all enabled ALWAYS"

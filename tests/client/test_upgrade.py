@@ -59,6 +59,12 @@ MEMBERS = """
     select 'index ' || indexrelid::regclass, pg_get_indexdef(indexrelid)
     from pg_index where indrelid in (select oid from pg_class where relnamespace = 'auth'::regnamespace)
     union all
+    select 'schema auth', coalesce(nspacl::text, '') || ' owner=' || nspowner::regrole::text
+    from pg_namespace where nspname = 'auth'
+    union all
+    select 'owner of ' || c.relname, c.relowner::regrole::text
+    from pg_class c where c.relnamespace = 'auth'::regnamespace
+    union all
     select 'config dump', array_to_string(extconfig::regclass[], ',') || ' / '
            || array_to_string(extcondition, ',')
     from pg_extension where extname = 'pg_session_auth'
@@ -151,3 +157,30 @@ def test_an_updated_install_equals_a_fresh_one_and_keeps_its_data(pg, databases,
         assert time.monotonic() < deadline, "the filter was not built"
         reader.execute("select auth.is_revoked('{}')")  # a check asks for the build again
         time.sleep(0.05)
+
+
+def test_a_database_not_yet_updated_looks_every_token_up(pg, databases):
+    """The new library over the previous release's objects (before ALTER EXTENSION UPDATE):
+    the filter's triggers are missing, so nothing is screened or cached, and revocations are
+    still enforced."""
+    old = old_version(OLD_SCRIPTS[-1])
+    key = make_key("HS256", KID)
+    session = str(uuid.uuid4())
+    su = pg.connect("postgres", dbname="upgraded")
+    su.execute(f"create extension pg_session_auth version '{old}'")
+    su.execute("select auth.add_key(%s, 'HS256', %s)", [KID, key.secret_text])
+    su.execute("select auth.revoke_session(%s)", [session])
+    t = now()
+    claims = {"sub": str(uuid.uuid4()), "iat": t, "exp": t + 600, "jti": str(uuid.uuid4())}
+    reader = pg.connect("postgres", dbname="upgraded")
+    scans = ("select sum(pg_stat_get_xact_numscans(i::regclass)) from unnest(array["
+             "'auth.revoked_sessions_pkey', 'auth.revoked_users_pkey', "
+             "'auth.revoked_tokens_pkey']) i")
+    reader.execute("begin")
+    before = reader.execute(scans).fetchone()[0]
+    for _ in range(2):  # the same token twice: not cached either
+        reader.execute("select auth.verify(%s)", [key.sign(claims)])
+    assert reader.execute(scans).fetchone()[0] - before == 2 * 2  # user and jti, each time
+    reader.execute("rollback")
+    with raises_sqlstate("28000", "invalid token: revoked"):
+        reader.execute("select auth.verify(%s)", [key.sign({**claims, "session_id": session})])
