@@ -9,9 +9,7 @@ runs the plain-Rust timer on the same tokens and prints the comparison.
 """
 
 import argparse
-import base64
 import os
-import platform
 import secrets
 import statistics
 import subprocess
@@ -23,6 +21,8 @@ import jwt
 import psycopg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from common import check_library, cpu_model, cpu_ns, execution_ms, loadavg, payload_json
 
 ALGS = ["HS256", "ES256", "RS256", "EdDSA"]
 TARGET_ALG = "HS256"
@@ -52,12 +52,6 @@ def fresh_keys():
     ed = ed25519.Ed25519PrivateKey.generate()
     keys["EdDSA"] = (ed, public_pem(ed))
     return keys
-
-
-def payload_json(token):
-    """The token's claims as JSON text, as signed."""
-    payload = token.split(".")[1]
-    return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
 
 
 def generate(workdir, n):
@@ -131,20 +125,6 @@ def statements(alg):
     }
 
 
-def cpu_ns(pid):
-    """Nanoseconds `pid` has spent on a CPU (/proc/PID/schedstat), or None if unreadable."""
-    try:
-        return int(open(f"/proc/{pid}/schedstat").read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def execution_ms(conn, sql):
-    """Server-side executor time of one run of `sql` (EXPLAIN ANALYZE, no per-node timing)."""
-    plan = conn.execute(f"explain (analyze, timing off, summary on, format json) {sql}").fetchone()[0]
-    return plan[0]["Execution Time"]
-
-
 def time_sql(conn, backend_pid, sql, n):
     """(wall-clock executor, on-CPU of the backend for the whole statement) µs per row."""
     cpu_before = cpu_ns(backend_pid)
@@ -184,37 +164,6 @@ class RawTimer:
     def close(self):
         self.proc.stdin.close()
         self.proc.wait()
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return " ".join(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def loadavg():
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def check_library(conn, library):
-    """Confirms the backend runs the library this benchmark built (not someone's later install)."""
-    pid = conn.execute("select pg_backend_pid()").fetchone()[0]
-    try:
-        maps = open(f"/proc/{pid}/maps").read()
-    except OSError as e:
-        print(f"  (could not read the backend's memory map to confirm the library: {e})")
-        return
-    mapped = sorted({line.split()[-1] for line in maps.splitlines() if "pg_session_auth" in line})
-    print(f"  backend {pid} has mapped: {', '.join(mapped) or 'nothing named pg_session_auth'}")
-    if library and os.path.realpath(library) not in mapped:
-        sys.exit(f"the backend did not load {library}; refusing to time another build")
 
 
 def fmt(x, width=8, digits=2):

@@ -21,9 +21,7 @@ sessions revoke. Phase 4 purges bench_purge while verifiers run. See bench/revoc
 import argparse
 import json
 import os
-import platform
 import secrets
-import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +29,9 @@ import uuid
 
 import jwt
 import psycopg
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from common import check_library, cpu_model, cpu_ns, execution_ms, loadavg, med, sched  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KID = "bench-hs256"
@@ -58,23 +59,6 @@ def connect(port, db, host="127.0.0.1"):
     return psycopg.connect(host=host, port=port, user="postgres", dbname=db, autocommit=True)
 
 
-def cpu_ns(pid):
-    """Nanoseconds `pid` has spent on a CPU (/proc/PID/schedstat)."""
-    try:
-        return int(open(f"/proc/{pid}/schedstat").read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def sched(pid):
-    """(on-CPU ns, ns spent runnable but waiting for a CPU) of `pid` (/proc/PID/schedstat)."""
-    try:
-        fields = open(f"/proc/{pid}/schedstat").read().split()
-        return int(fields[0]), int(fields[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def proc_status(pid):
     """VmRSS, VmHWM, RssAnon, RssShmem of `pid` in kB."""
     out = {}
@@ -83,43 +67,6 @@ def proc_status(pid):
         if key in ("VmRSS", "VmHWM", "RssAnon", "RssShmem"):
             out[key] = int(value.split()[0])
     return out
-
-
-def loadavg():
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return " ".join(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def med(xs):
-    return statistics.median(list(xs))
-
-
-def execution_ms(conn, sql):
-    """Server-side executor time of one run of `sql` (EXPLAIN ANALYZE, no per-node timing)."""
-    plan = conn.execute(f"explain (analyze, timing off, summary on, format json) {sql}").fetchone()[0]
-    return plan[0]["Execution Time"]
-
-
-def check_library(conn, library):
-    """Refuses to time another build than the one run.sh pinned."""
-    pid = conn.execute("select pg_backend_pid()").fetchone()[0]
-    maps = open(f"/proc/{pid}/maps").read()
-    mapped = sorted({line.split()[-1] for line in maps.splitlines() if "pg_session_auth" in line})
-    print(f"  backend {pid} has mapped: {', '.join(mapped) or 'nothing named pg_session_auth'}")
-    if library and os.path.realpath(library) not in mapped:
-        sys.exit(f"the backend did not load {library}; refusing to time another build")
 
 
 # ------------------------------------------------------------------------------------ tokens
@@ -588,7 +535,7 @@ def report_memory(results, plan_mem, long_len):
           f"jti and sub kept only up to MAX_CACHED_KEY_BYTES = {MAX_CACHED_KEY_BYTES}):")
     print(f"  tables: 16,384 buckets each (capacity 14,336 >= 10,000) x (slot + 1 control byte): "
           f"sessions 17 B, tokens 32 B, users 80 B per slot -> {tables / 1e6:.2f} MB")
-    print(f"  keys (heap Strings, glibc chunk = len + 8 rounded up to 16, min 32): 10,000 x (sub + jti)")
+    print("  keys (heap Strings, glibc chunk = len + 8 rounded up to 16, min 32): 10,000 x (sub + jti)")
     print(f"    36-byte UUID sub and jti (Supabase-like):          {keys36 / 1e6:.2f} MB -> total {(tables + keys36) / 1e6:.2f} MB")
     print(f"    {MAX_CACHED_KEY_BYTES}-byte sub and jti (the longest kept; the bound): "
           f"{keys_cap / 1e6:.2f} MB -> total {(tables + keys_cap) / 1e6:.2f} MB")

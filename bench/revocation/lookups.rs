@@ -7,6 +7,10 @@
 //!   is kept: `RevocationKeys::of` on the claims, the three lookups, and the core's rules —
 //!   calling pg_session_auth_core itself, so it follows the code it measures.
 //!
+//! - "filter screen": what a check costs when the shared revocation filter clears the token:
+//!   `RevocationKeys::of` and probing each key in a 2 MB filter holding 1.11M other keys (as in
+//!   the benchmark's bench_full), with the core's own `RevocationFilter`.
+//!
 //! Prints the median ns per token of 7 passes for each N. Built as the `revocation_lookups`
 //! binary of bench/raw (`cargo build --release --manifest-path bench/raw/Cargo.toml`).
 //!
@@ -15,10 +19,12 @@
 //! uses the cache.
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use pg_session_auth_core::identity::{canonical_user_id, parse_uuid};
 use pg_session_auth_core::revocation::{RevocationKeys, RevocationSource, UserCutoff};
+use pg_session_auth_core::revocation_filter::{FilterKey, RevocationFilter};
 use pg_session_auth_core::Claims;
 use serde_json::json;
 
@@ -164,4 +170,52 @@ fn main() {
             "{n:>6} answers per kind: warm path {m:6.1} ns per token (min {lo:.1}, max {hi:.1})"
         );
     }
+    filter_screen(&mut state);
+}
+
+/// A token cleared by a 2 MB filter holding 1,000,000 sessions, 100,000 users and 10,000 jti.
+fn filter_screen(state: &mut u64) {
+    let words: Vec<AtomicU64> = (0..2 * 1024 * 1024 / 8)
+        .map(|_| AtomicU64::new(0))
+        .collect();
+    let filter = RevocationFilter::new(&words, [next(state), next(state)]);
+    for _ in 0..1_000_000 {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&next(state).to_le_bytes());
+        id[8..].copy_from_slice(&next(state).to_le_bytes());
+        filter.insert(FilterKey::Session(&id));
+    }
+    for _ in 0..100_000 {
+        filter.insert(FilterKey::User(&uuid_text(state)));
+    }
+    for _ in 0..10_000 {
+        filter.insert(FilterKey::Token(&uuid_text(state)));
+    }
+    let tokens: Vec<Claims> = (0..10_000)
+        .map(|_| {
+            let serde_json::Value::Object(claims) = json!({
+                "session_id": uuid_text(state), "jti": uuid_text(state), "sub": uuid_text(state)
+            }) else {
+                unreachable!("an object literal")
+            };
+            claims
+        })
+        .collect();
+    let (mut times, mut passed) = (Vec::new(), 0usize);
+    for _ in 0..7 {
+        let t = Instant::now();
+        for _ in 0..10 {
+            for claims in &tokens {
+                let keys = RevocationKeys::of(black_box(claims));
+                passed += keys.filter_keys().any(|key| filter.may_contain(key)) as usize;
+            }
+        }
+        times.push(t.elapsed().as_nanos() as f64 / (10 * tokens.len()) as f64);
+    }
+    let (m, lo, hi) = median_of(times);
+    println!(
+        "  1.11M keys in 2 MB: filter screen {m:6.1} ns per token (min {lo:.1}, max {hi:.1}); \
+         {:.2}% of unrevoked tokens passed on to a lookup",
+        passed as f64 * 100.0 / (70 * tokens.len()) as f64
+    );
 }

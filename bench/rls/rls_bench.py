@@ -18,14 +18,11 @@ the cluster; see bench/rls/README.md). In one run, side by side:
 """
 
 import argparse
-import base64
 import hashlib
 import os
-import platform
 import re
 import resource
 import secrets
-import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +30,9 @@ import uuid
 
 import jwt
 import psycopg
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from common import check_library, cpu_model, cpu_ns, loadavg, med, payload_json  # noqa: E402
 
 SCAN_TARGET = 1.3  # (a): ours unwrapped / literal, at most
 TPS_TARGET = 0.85  # (b): TPS ours / TPS set_config, at least
@@ -92,32 +92,6 @@ SCAN_VARIANTS = [
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def med(values):
-    return statistics.median(values)
-
-
-def loadavg():
-    try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        return "?"
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return " ".join(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def schedstat_ns(pid):
-    """Nanoseconds `pid` has spent on a CPU (/proc/PID/schedstat)."""
-    return int(open(f"/proc/{pid}/schedstat").read().split()[0])
-
-
 def reaped_children_ns(pid):
     """CPU time of the exited and reaped children of `pid` (cutime + cstime of /proc/PID/stat),
     in ns; 1/CLK_TCK (10 ms) resolution. For the postmaster these are the parallel workers and
@@ -131,11 +105,6 @@ def reaped_children_ns(pid):
 def parent_pid(pid):
     stat = open(f"/proc/{pid}/stat").read()
     return int(stat[stat.rindex(")") + 2:].split()[1])
-
-
-def payload_json(token):
-    payload = token.split(".")[1]
-    return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
 
 
 def make_token(secret):
@@ -163,20 +132,6 @@ def make_token(secret):
 
 def connect(port, host, user):
     return psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True)
-
-
-def check_library(conn, library):
-    """Confirms the backend runs the library this benchmark built (not someone's later install)."""
-    pid = conn.execute("select pg_backend_pid()").fetchone()[0]
-    try:
-        maps = open(f"/proc/{pid}/maps").read()
-    except OSError as e:
-        print(f"  (could not read the backend's memory map to confirm the library: {e})")
-        return
-    mapped = sorted({line.split()[-1] for line in maps.splitlines() if "pg_session_auth" in line})
-    print(f"  backend {pid} has mapped: {', '.join(mapped) or 'nothing named pg_session_auth'}")
-    if library and os.path.realpath(library) not in mapped:
-        sys.exit(f"the backend did not load {library}; refusing to time another build")
 
 
 # --- setup -----------------------------------------------------------------------------------
@@ -265,14 +220,14 @@ class Scanner:
         postmaster; no other child exits during part (a): autovacuum is off)."""
         sql = f"select count(*) from {table}"
         self.begin()
-        cpu0 = schedstat_ns(self.pid)
+        cpu0 = cpu_ns(self.pid)
         kids0 = reaped_children_ns(self.postmaster)
         wall0 = time.perf_counter()
         counts = set()
         for _ in range(repeat):
             counts.add(self.conn.execute(sql).fetchone()[0])
         wall = time.perf_counter() - wall0
-        cpu = schedstat_ns(self.pid) - cpu0 + reaped_children_ns(self.postmaster) - kids0
+        cpu = cpu_ns(self.pid) - cpu0 + reaped_children_ns(self.postmaster) - kids0
         self.commit()
         if len(counts) != 1:
             sys.exit(f"{table}: different counts across repeats: {counts}")
@@ -447,11 +402,11 @@ def per_call_costs(args, token, claims):
         for label, expr, typ, calls in exprs:
             conn.execute("begin")
             conn.execute("select auth.authenticate(%s)", (token,))
-            cpu0 = schedstat_ns(pid)
+            cpu0 = cpu_ns(pid)
             conn.execute(
                 f"do $$ declare x {typ}; tok text := '{token}'; cl text := '{claims}'; "
                 f"begin for i in 1..{calls} loop x := {expr}; end loop; end $$")
-            cpu = (schedstat_ns(pid) - cpu0) / 1e3 / calls
+            cpu = (cpu_ns(pid) - cpu0) / 1e3 / calls
             if typ == "uuid":
                 returns[label] = conn.execute(f"select {expr}").fetchone()[0]
             conn.execute("commit")
