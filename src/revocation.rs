@@ -72,8 +72,10 @@ fn remember<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: 
 /// The tables, their owner and whether their triggers are intact.
 ///
 /// Intact means: both triggers of each table exist exactly as `sql/finalize.sql` creates them
-/// (same events, no `WHEN`, same arguments), fire `ALWAYS`, and call the extension's own C
-/// functions. The version covers every trigger on the tables and both functions, so any
+/// (same timing, level and events — `tgtype` 60: AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE
+/// FOR EACH STATEMENT; 21: AFTER INSERT OR UPDATE FOR EACH ROW — no `WHEN`, no columns, no
+/// transition tables, same arguments), fire `ALWAYS`, and call the extension's own C functions.
+/// (Catalog columns, not deparsed text, which `quote_all_identifiers` would change.) The version covers every trigger on the tables and both functions, so any
 /// change to them is noticed (the filter is then rebuilt before it is used again).
 fn find_tables() -> Tables {
     let rows = owner_spi::select(
@@ -84,15 +86,17 @@ fn find_tables() -> Tables {
                  where t.tgrelid operator(pg_catalog.=) c.oid \
                    and t.tgenabled operator(pg_catalog.=) 'A' \
                    and p.prolang operator(pg_catalog.=) 13 \
-                   and (p.prosrc operator(pg_catalog.=) 'invalidate_cached_state_wrapper' \
-                        and pg_catalog.pg_get_triggerdef(t.oid) operator(pg_catalog.=) ('CREATE TRIGGER ' \
-                            operator(pg_catalog.||) c.relname operator(pg_catalog.||) '_invalidate_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON auth.' \
-                            operator(pg_catalog.||) c.relname operator(pg_catalog.||) ' FOR EACH STATEMENT EXECUTE FUNCTION auth.invalidate_cached_state()') \
-                     or p.prosrc operator(pg_catalog.=) 'note_revocation_wrapper' \
-                        and pg_catalog.pg_get_triggerdef(t.oid) operator(pg_catalog.=) ('CREATE TRIGGER ' \
-                            operator(pg_catalog.||) c.relname operator(pg_catalog.||) '_filter AFTER INSERT OR UPDATE ON auth.' \
-                            operator(pg_catalog.||) c.relname operator(pg_catalog.||) ' FOR EACH ROW EXECUTE FUNCTION auth.note_revocation(''' \
-                            operator(pg_catalog.||) pg_catalog.rtrim(pg_catalog.substr(c.relname, 9), 's') operator(pg_catalog.||) ''')'))), \
+                   and t.tgqual is null and t.tgoldtable is null and t.tgnewtable is null \
+                   and t.tgconstraint operator(pg_catalog.=) 0 \
+                   and pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]) operator(pg_catalog.=) 0 \
+                   and (t.tgname::pg_catalog.text operator(pg_catalog.=) (c.relname::pg_catalog.text operator(pg_catalog.||) '_invalidate_cache') \
+                        and p.prosrc operator(pg_catalog.=) 'invalidate_cached_state_wrapper' \
+                        and t.tgtype operator(pg_catalog.=) 60 and t.tgnargs operator(pg_catalog.=) 0 \
+                     or t.tgname::pg_catalog.text operator(pg_catalog.=) (c.relname::pg_catalog.text operator(pg_catalog.||) '_filter') \
+                        and p.prosrc operator(pg_catalog.=) 'note_revocation_wrapper' \
+                        and t.tgtype operator(pg_catalog.=) 21 and t.tgnargs operator(pg_catalog.=) 1 \
+                        and t.tgargs operator(pg_catalog.=) (pg_catalog.convert_to(pg_catalog.rtrim(pg_catalog.substr(c.relname, 9), 's'), 'SQL_ASCII') \
+                            operator(pg_catalog.||) pg_catalog.decode('00', 'hex')))), \
                 (select pg_catalog.string_agg(t.oid::pg_catalog.text operator(pg_catalog.||) ':' \
                             operator(pg_catalog.||) t.xmin::pg_catalog.text, ',' order by t.oid) \
                  from pg_catalog.pg_trigger t where t.tgrelid operator(pg_catalog.=) c.oid), \

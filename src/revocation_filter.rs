@@ -245,19 +245,22 @@ impl Slot {
                 .all(|(stored, table)| stored.load(Ordering::Relaxed) == table.to_u32())
     }
 
-    /// Whether the slot belongs to a database that has been dropped (reads the catalog).
-    fn database_is_gone(&self) -> bool {
+    /// The status under which another database may claim the slot — it is free, or its
+    /// database has been dropped (reads the catalog) — or `None`. A claim confirms it under
+    /// the lock by finding the status unchanged.
+    fn claimable_by_another_database(&self) -> Option<u64> {
         let status = self.status.load(Ordering::Acquire);
-        State::of(status) != State::Free
-            && unsafe {
-                !pg_sys::SearchSysCacheExists(
-                    pg_sys::SysCacheIdentifier::DATABASEOID as i32,
-                    pg_sys::Datum::from(self.database.load(Ordering::Relaxed)),
-                    pg_sys::Datum::from(0),
-                    pg_sys::Datum::from(0),
-                    pg_sys::Datum::from(0),
-                )
-            }
+        let database = self.database.load(Ordering::Relaxed);
+        let dropped = || unsafe {
+            !pg_sys::SearchSysCacheExists(
+                pg_sys::SysCacheIdentifier::DATABASEOID as i32,
+                pg_sys::Datum::from(database),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+                pg_sys::Datum::from(0),
+            )
+        };
+        (State::of(status) == State::Free || dropped()).then_some(status)
     }
 
     fn wants_rebuild(&self, capacity: u64) -> bool {
@@ -278,6 +281,8 @@ pub struct Incarnation {
 thread_local! {
     /// When this backend, whose database has no slot, may next look for one.
     static NEXT_SLOT_SEARCH: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+    /// When this backend may next log that no worker could be started.
+    static NEXT_NO_WORKER_LOG: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
 }
 
 /// What the filter says about a token's keys.
@@ -314,21 +319,25 @@ pub fn screen<'k>(
         // second, under the lock, by `build`).
         None => {
             let now = unsafe { pg_sys::GetCurrentTimestamp() };
-            let due = NEXT_SLOT_SEARCH.get() <= now;
+            let due = !is_future(NEXT_SLOT_SEARCH.get(), now, RETRY_AFTER_MS);
             if due {
                 NEXT_SLOT_SEARCH.set(now + RETRY_AFTER_MS * 1000);
             }
-            due
+            due && header
+                .slots
+                .iter()
+                .any(|slot| slot.claimable_by_another_database().is_some())
         }
         Some(i) => {
             let slot = &header.slots[i];
             (usable(slot).is_none() || slot.wants_rebuild(header.filter(i).capacity()))
                 && match State::of(slot.status.load(Ordering::Relaxed)) {
                     State::Building => !builder_is_alive(slot.builder_pid.load(Ordering::Relaxed)),
-                    _ => {
-                        slot.retry_after.load(Ordering::Relaxed)
-                            <= unsafe { pg_sys::GetCurrentTimestamp() }
-                    }
+                    _ => !is_future(
+                        slot.retry_after.load(Ordering::Relaxed),
+                        unsafe { pg_sys::GetCurrentTimestamp() },
+                        RETRY_AFTER_MS,
+                    ),
                 }
         }
     };
@@ -357,12 +366,12 @@ pub fn screen<'k>(
 /// very recently (it then gets its turn at a later check). Without a free worker slot the
 /// checks simply go on looking tokens up.
 fn request_build(header: &Header, database: pg_sys::Oid) {
-    if unsafe { pg_sys::IsInParallelMode() } {
-        return; // The leader or a later statement asks.
+    if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
+        return; // The leader asks.
     }
     let now = unsafe { pg_sys::GetCurrentTimestamp() };
     let next = header.next_worker_launch.load(Ordering::Relaxed);
-    if now < next
+    if is_future(next, now, WORKER_LAUNCH_INTERVAL_MS)
         || header
             .next_worker_launch
             .compare_exchange(
@@ -383,9 +392,25 @@ fn request_build(header: &Header, database: pg_sys::Oid) {
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
         .load_dynamic();
-    if started.is_err() {
-        debug1!("pg_session_auth: no background worker free to build the revocation filter");
+    if started.is_err() && !is_future(NEXT_NO_WORKER_LOG.get(), now, 60_000) {
+        NEXT_NO_WORKER_LOG.set(now + 60_000_000);
+        log!(
+            "pg_session_auth: no background worker slot free to build the revocation filter; \
+             revocations are looked up meanwhile (raise max_worker_processes)"
+        );
     }
+}
+
+/// Whether `moment` is still ahead of `now`; a moment more than `interval_ms` ahead is from
+/// before the clock was set back, and has passed.
+fn is_future(moment: i64, now: i64, interval_ms: i64) -> bool {
+    moment > now && moment <= now + interval_ms * 1000
+}
+
+extern "C-unwind" {
+    /// PostgreSQL's own SIGTERM handler for backends (`die`), as a plain C function pointer.
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
 }
 
 /// The build worker's entry point: connects to the database and builds its filter.
@@ -393,14 +418,29 @@ fn request_build(header: &Header, database: pg_sys::Oid) {
 #[no_mangle]
 pub extern "C-unwind" fn pg_session_auth_build_revocation_filter(argument: pg_sys::Datum) {
     let database = pg_sys::Oid::from(argument.value() as u32);
-    // PostgreSQL's default handlers for a worker: SIGTERM (e.g. a fast shutdown) ends it at
-    // once; a slot it was building is then taken over by a later build.
-    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
+    unsafe {
+        // As a backend does: SIGTERM (e.g. a fast shutdown) ends the build at its next
+        // interrupt check; a slot it was building is then taken over by a later build.
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
+        pg_sys::BackgroundWorkerUnblockSignals();
+        // Whatever the database's and role's defaults: a plain read-committed transaction
+        // whose snapshot never waits, and no client time limits.
+        for (name, value) in [
+            (c"default_transaction_isolation", c"read committed"),
+            (c"default_transaction_deferrable", c"off"),
+            (c"statement_timeout", c"0"),
+            (c"lock_timeout", c"0"),
+        ] {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            );
+        }
+    }
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
     BackgroundWorker::transaction(|| {
-        // Whatever the database's settings say: a build is not a client's statement.
-        Spi::run("set local statement_timeout = 0").expect("statement_timeout can be set");
-        Spi::run("set local lock_timeout = 0").expect("lock_timeout can be set");
         crate::revocation::build_filter_in_worker();
     });
 }
@@ -502,8 +542,8 @@ fn build(
         .slots
         .iter()
         .enumerate()
-        .filter(|(_, slot)| slot.database_is_gone())
-        .map(|(i, slot)| (i, slot.status.load(Ordering::Acquire)))
+        .filter_map(|(i, slot)| Some((i, slot.claimable_by_another_database()?)))
+        .filter(|(_, status)| State::of(*status) != State::Free)
         .collect();
     // Claim the slot: Invalid, so writers stop adding to words about to be cleared.
     let claimed = header.locked(|| {
@@ -518,8 +558,8 @@ fn build(
             .ok_or(BuildOutcome::NoSlot)?;
         let slot = &header.slots[i];
         let state = State::of(slot.status.load(Ordering::Relaxed));
-        if state == State::Building && builder_is_alive(slot.builder_pid.load(Ordering::Relaxed)) {
-            return Err(BuildOutcome::NotNow);
+        if builder_is_alive(slot.builder_pid.load(Ordering::Relaxed)) {
+            return Err(BuildOutcome::NotNow); // Another build is under way.
         }
         if state == State::Valid
             && slot.built_from(incarnation)
@@ -543,19 +583,19 @@ fn build(
         slot.triggers_version
             .store(incarnation.triggers_version, Ordering::Relaxed);
         slot.builder_pid.store(me, Ordering::Relaxed);
-        Ok(i)
+        // Cleared under the lock, so no other claim can interleave with it. Writers skip the
+        // slot while it is Invalid; from Building on their triggers add their keys (the
+        // status store releases the cleared words).
+        header.filter(i).clear();
+        slot.keys_added.store(0, Ordering::Relaxed);
+        Ok((i, slot.set_state(State::Building)))
     });
-    let i = match claimed {
-        Ok(i) => i,
+    let (i, building) = match claimed {
+        Ok(claim) => claim,
         Err(outcome) => return outcome,
     };
     let slot = &header.slots[i];
     let filter = header.filter(i);
-    fence(Ordering::Release);
-    filter.clear();
-    slot.keys_added.store(0, Ordering::Relaxed);
-    // From here on, writers' triggers add their keys (the store releases the cleared words).
-    let building = header.locked(|| slot.set_state(State::Building));
 
     let give_up = || {
         header.locked(|| {
@@ -611,7 +651,7 @@ fn earlier_writers_finished(tables: &[pg_sys::Oid; 3]) -> bool {
                 pg_sys::GetLockConflicts(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, &mut count);
             for n in 0..count.max(0) as usize {
                 let writer = *conflicts.add(n);
-                // (Auto)vacuum's lock conflicts too, but it writes no rows.
+                // VACUUM's lock conflicts too, but it writes no rows.
                 if !vacuums.contains(&(writer.backendId, writer.localTransactionId)) {
                     writers.push(writer);
                 }
@@ -632,9 +672,10 @@ fn earlier_writers_finished(tables: &[pg_sys::Oid; 3]) -> bool {
     }
 }
 
-/// The virtual transactions of (auto)vacuums running now.
+/// The virtual transactions of VACUUMs (manual or automatic) running now.
 fn vacuum_transactions() -> Vec<(pg_sys::BackendId, pg_sys::LocalTransactionId)> {
-    const VACUUM_FLAGS: u8 = (pg_sys::PROC_IN_VACUUM | pg_sys::PROC_IS_AUTOVACUUM) as u8;
+    // Only VACUUM itself: an autovacuum worker's ANALYZE may run user code.
+    const VACUUM_FLAGS: u8 = pg_sys::PROC_IN_VACUUM as u8;
     unsafe {
         let global = &*pg_sys::ProcGlobal;
         (0..global.allProcCount as usize)

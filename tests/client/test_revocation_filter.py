@@ -480,3 +480,20 @@ def test_a_terminated_build_worker_is_replaced(env):
     # The slot still says "building", but its builder is gone: the next check starts another.
     env.wait_for(state="valid", keys=1)
     assert verdict(reader, env.token(session_id=session)) == REVOKED
+
+
+def test_quote_all_identifiers_does_not_turn_the_filter_off(env):
+    with env.pg.connect("postgres") as su:
+        su.execute("alter database postgres set quote_all_identifiers = on")
+    try:
+        with env.pg.connect("postgres") as su:
+            su.execute("select auth.rebuild_revocation_filter()")
+        reader = env.user()
+        assert reader.execute("show quote_all_identifiers").fetchone()[0] == "on"
+        revoked = revoke_each_kind(env)
+        results, scans = lookups(reader, revoked + [env.token()])
+        assert results == [REVOKED] * 3 + ["ok"]
+        assert lookups(reader, [env.token() for _ in range(5)]) == (["ok"] * 5, 0)
+    finally:
+        with env.pg.connect("postgres") as su:
+            su.execute("alter database postgres reset quote_all_identifiers")
