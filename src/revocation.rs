@@ -75,8 +75,9 @@ fn remember<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: 
 /// (same timing, level and events — `tgtype` 60: AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE
 /// FOR EACH STATEMENT; 21: AFTER INSERT OR UPDATE FOR EACH ROW — no `WHEN`, no columns, no
 /// transition tables, same arguments), fire `ALWAYS`, and call the extension's own C functions.
-/// (Catalog columns, not deparsed text, which `quote_all_identifiers` would change.) The version covers every trigger on the tables and both functions, so any
-/// change to them is noticed (the filter is then rebuilt before it is used again).
+/// (Catalog columns, not deparsed text, which `quote_all_identifiers` would change.) The
+/// version covers every trigger on the tables and both functions, so any change to them is
+/// noticed (the filter is then rebuilt before it is used again).
 fn find_tables() -> Tables {
     let rows = owner_spi::select(
         None,
@@ -112,10 +113,8 @@ fn find_tables() -> Tables {
     );
     let number = |text: &Option<String>| text.as_deref().and_then(|t| t.parse::<u32>().ok());
     let mut tables = Tables {
-        oids: [pg_sys::InvalidOid; 3],
-        owner: pg_sys::InvalidOid,
         triggers_intact: true,
-        triggers_version: 0,
+        ..Tables::default()
     };
     let mut versions = std::collections::hash_map::DefaultHasher::new();
     let mut found = 0;
@@ -216,6 +215,24 @@ impl RevocationSource for Known {
 }
 
 impl Answers {
+    /// Whether the claims fall under a revocation: the shared filter first, then (for keys
+    /// it may hold) the kept answers and one lookup query.
+    fn check(&mut self, claims: &Claims) -> bool {
+        let tables = self.tables;
+        let keys = RevocationKeys::of(claims);
+        if tables.triggers_intact
+            && revocation_filter::screen(&tables.incarnation(), keys.filter_keys())
+                == Screening::Clear
+        {
+            return false;
+        }
+        if tables.triggers_intact && !*self.any_rows.get_or_insert_with(|| any_rows(tables.owner)) {
+            return false;
+        }
+        let mut known = self.known_for(&keys, tables);
+        keys.revoked_by(&mut known)
+    }
+
     /// The answers for `keys`: from those kept, and for whatever is missing from one query.
     fn known_for(&mut self, keys: &RevocationKeys<'_>, tables: Tables) -> Known {
         if !tables.triggers_intact {
@@ -385,41 +402,15 @@ pub fn claims_revoked(claims: &Claims) -> bool {
     revoked
 }
 
-impl Answers {
-    fn check(&mut self, claims: &Claims) -> bool {
-        let tables = self.tables;
-        let keys = RevocationKeys::of(claims);
-        if tables.triggers_intact
-            && revocation_filter::screen(&tables.incarnation(), keys.filter_keys())
-                == Screening::Clear
-        {
-            return false;
-        }
-        if tables.triggers_intact && !*self.any_rows.get_or_insert_with(|| any_rows(tables.owner)) {
-            return false;
-        }
-        let mut known = self.known_for(&keys, tables);
-        keys.revoked_by(&mut known)
-    }
-}
-
-/// Builds the shared filter of this database if it is not valid (in the build worker).
-pub fn build_filter_in_worker() -> BuildOutcome {
-    let tables = find_tables();
-    if tables.triggers_intact {
-        revocation_filter::build_if_needed(&tables.incarnation(), tables.owner)
-    } else {
-        BuildOutcome::NotHere
-    }
-}
-
-/// Rebuilds the shared filter of this database now (see `revocation_filter.rs`).
-pub fn rebuild_filter() -> BuildOutcome {
+/// Builds the shared filter of this database in this session (see
+/// `revocation_filter::build_here`): in the build worker, or with `force` for
+/// `auth.rebuild_revocation_filter()`. Never from tables whose triggers are not intact.
+pub fn build_filter(force: bool) -> BuildOutcome {
     let answers = current_answers();
     let tables = answers.tables;
     ANSWERS.with(|slot| *slot.borrow_mut() = Some(answers));
     if tables.triggers_intact {
-        revocation_filter::rebuild_now(&tables.incarnation(), tables.owner)
+        revocation_filter::build_here(&tables.incarnation(), tables.owner, force)
     } else {
         BuildOutcome::NotHere
     }

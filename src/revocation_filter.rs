@@ -314,6 +314,7 @@ pub fn screen<'k>(
         (State::of(status) == State::Valid && slot.built_from(incarnation)).then_some(status)
     };
     let found = header.slot_of(database);
+    let valid = found.and_then(|i| usable(&header.slots[i]));
     let needs_build = match found {
         // A slot may be free, or one of a dropped database reusable (looked for once a
         // second, under the lock, by `build`).
@@ -330,7 +331,7 @@ pub fn screen<'k>(
         }
         Some(i) => {
             let slot = &header.slots[i];
-            (usable(slot).is_none() || slot.wants_rebuild(header.filter(i).capacity()))
+            (valid.is_none() || slot.wants_rebuild(header.filter(i).capacity()))
                 && match State::of(slot.status.load(Ordering::Relaxed)) {
                     State::Building => !builder_is_alive(slot.builder_pid.load(Ordering::Relaxed)),
                     _ => !is_future(
@@ -345,13 +346,10 @@ pub fn screen<'k>(
         // Built by a background worker: no request waits for a build or fails with it.
         request_build(header, database);
     }
-    let Some(i) = found else {
+    let (Some(i), Some(status)) = (found, valid) else {
         return Screening::LookUp;
     };
     let slot = &header.slots[i];
-    let Some(status) = usable(slot) else {
-        return Screening::LookUp;
-    };
     let filter = header.filter(i);
     let may_contain = keys.any(|key| filter.may_contain(key));
     // Sequence lock: if a rebuild started while we probed, our reads may have seen cleared words.
@@ -441,18 +439,8 @@ pub extern "C-unwind" fn pg_session_auth_build_revocation_filter(argument: pg_sy
     }
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
     BackgroundWorker::transaction(|| {
-        crate::revocation::build_filter_in_worker();
+        crate::revocation::build_filter(false);
     });
-}
-
-/// Builds this database's filter unless it is valid (from the build worker).
-pub fn build_if_needed(incarnation: &Incarnation, owner: pg_sys::Oid) -> BuildOutcome {
-    match shared() {
-        Some(header) if unsafe { !pg_sys::RecoveryInProgress() } => {
-            build(header, incarnation, owner, false)
-        }
-        _ => BuildOutcome::Unavailable,
-    }
 }
 
 /// Adds a key written to a revocation table of this database (from the row trigger).
@@ -711,11 +699,12 @@ fn fill(filter: &RevocationFilter<'_>, owner: pg_sys::Oid) -> u64 {
     keys
 }
 
-/// Rebuilds this database's filter now (for `auth.rebuild_revocation_filter()`).
-pub fn rebuild_now(incarnation: &Incarnation, owner: pg_sys::Oid) -> BuildOutcome {
+/// Builds this database's filter in this session: only when it is not valid (the build
+/// worker), or with `force` also when it is (`auth.rebuild_revocation_filter()`).
+pub fn build_here(incarnation: &Incarnation, owner: pg_sys::Oid, force: bool) -> BuildOutcome {
     match shared() {
         Some(header) if unsafe { !pg_sys::RecoveryInProgress() } => {
-            build(header, incarnation, owner, true)
+            build(header, incarnation, owner, force)
         }
         _ => BuildOutcome::Unavailable,
     }

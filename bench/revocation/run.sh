@@ -34,7 +34,7 @@ chmod 755 "$WORK" "$LIB"
 cleanup() {
     bash scripts/cluster.sh stop "$CLUSTER" || true
     cp "$CLUSTER/server.log" "$WORK/server.log" 2>/dev/null || true
-        rm -rf "$DATA" "$CLUSTER"
+    rm -rf "$DATA" "$CLUSTER"
 }
 trap cleanup EXIT
 

@@ -318,7 +318,7 @@ fn rebuild_revocation_filter() -> bool {
             None,
         );
     }
-    let why = match revocation::rebuild_filter() {
+    let why = match revocation::build_filter(true) {
         BuildOutcome::Built => return true,
         BuildOutcome::NotNow => "another session is building it",
         BuildOutcome::NoSlot => {
