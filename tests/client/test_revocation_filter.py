@@ -367,6 +367,11 @@ def test_databases_beyond_the_slots_are_still_checked(env):
         assert states.count("free") == 2
         # A dropped database's slot goes to the next database that needs one.
         holder, waiting = names[states.index("valid")], names[states.index("free")]
+        with env.pg.connect("postgres", dbname=waiting) as su:
+            notices = []
+            su.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+            assert su.execute("select auth.rebuild_revocation_filter()").fetchone()[0] is False
+            assert any("every filter slot is taken" in n for n in notices)
         env.pg.close_connections()
         env.pg.sql(f"drop database {holder} with (force)")
         reader = env.user(waiting)
@@ -399,6 +404,30 @@ def test_without_shared_preload_there_is_no_filter(cluster_without_preload):
         su.add_notice_handler(lambda diag: notices.append(diag.message_primary))
         assert su.execute("select auth.rebuild_revocation_filter()").fetchone()[0] is False
         assert any("shared_preload_libraries" in n for n in notices)
+
+
+class NoFilterCluster(FilterCluster):
+    def conf(self) -> list[str]:
+        return [*PRELOAD_LINES["shared"], "pg_session_auth.revocation_filter_size = 0"]
+
+
+def test_a_filter_size_of_zero_turns_the_filter_off():
+    c = NoFilterCluster()
+    try:
+        c.start()
+        c.setup_roles_and_extension()
+        env = Env(c)
+        env.setup_database()
+        with c.connect("postgres") as su:
+            assert su.execute("show pg_session_auth.revocation_filter_size").fetchone()[0] == "0"
+            assert su.execute("select state from auth.revocation_filter()").fetchone()[0] == "unavailable"
+        revoked = revoke_each_kind(env)
+        reader = c.connect("postgres")
+        results, scans = lookups(reader, revoked + [env.token()])
+        assert results == [REVOKED] * 3 + ["ok"]
+        assert scans >= 9 + 2  # every token looked up (the fresh one too)
+    finally:
+        c.stop()
 
 
 FILTER_TRIGGER = ("create trigger revoked_sessions_filter after insert or update on "
