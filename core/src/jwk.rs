@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 
 use crate::algorithm::{Algorithm, KeyKind};
 use crate::error::KeyError;
-use crate::key::{check_secret_length, StoredKey, MAX_RSA_BITS, MIN_RSA_BITS};
+use crate::key::{
+    check_not_key_material, check_secret_length, StoredKey, MAX_RSA_BITS, MIN_RSA_BITS,
+};
 
 /// The public numbers that define a key, decoded.
 #[derive(Clone, Debug)]
@@ -217,6 +219,7 @@ pub(crate) fn parse_jwk(
             });
         };
         let secret = decode_member(object, "k")?;
+        check_not_key_material(alg, &secret)?;
         check_secret_length(alg, min_secret_bytes, secret.len())?;
         return Ok((alg, StoredKey::Secret(secret)));
     }

@@ -9,7 +9,7 @@ use common::{
 };
 use jsonwebtoken::EncodingKey;
 use pg_session_auth_core::{
-    Algorithm, ClaimRules, Claims, Keyring, Policy, Rejection, VerifyError,
+    parse_compact, Algorithm, ClaimRules, Claims, Keyring, Policy, Rejection, VerifyError,
 };
 use serde_json::{json, Value};
 
@@ -437,7 +437,6 @@ fn unsupported_algorithms() {
         "dir",
         "A256GCM",
         "",
-        "HS256\u{0}",
     ] {
         let header = json!({"alg": alg, "kid": KID}).to_string();
         let token = key.sign_raw(&header, &payload);
@@ -1155,32 +1154,191 @@ fn claims_containing_nul() {
     assert!(at(json!({"exp": exp, "sub": "a\u{1}b\n"}), 0).is_ok());
 }
 
+/// The claims of a properly signed HS256 token as `CompactJws::claims()` reads them (the
+/// payload parser for `verify()` to use once the signature is good).
+fn parsed_claims(payload_json: &str) -> Result<Claims, Rejection> {
+    let token = token(payload_json);
+    parse_compact(&token, MAX_BYTES)
+        .expect("the header is fine")
+        .claims()
+}
+
+#[track_caller]
+fn assert_claims_malformed(result: Result<Claims, Rejection>, part: &str) {
+    match result {
+        Err(Rejection::Malformed(detail)) => assert!(
+            detail.contains(part),
+            "detail {detail:?} should mention {part:?}"
+        ),
+        other => panic!("expected Malformed({part}), got {other:?}"),
+    }
+}
+
+/// Payloads (JSON text) whose top level has a member name twice. Each would pass every claim
+/// rule at `NOW` whichever copy a parser kept, except where the copies disagree on purpose.
+fn duplicate_claim_payloads() -> Vec<String> {
+    let exp = NOW + 60;
+    let past = NOW - 100;
+    vec![
+        format!(r#"{{"exp":{exp},"sub":"first","sub":"last"}}"#),
+        // An expired token made to look fresh to a last-wins parser, and the reverse.
+        format!(r#"{{"exp":{past},"exp":{exp}}}"#),
+        format!(r#"{{"exp":{exp},"exp":{past}}}"#),
+        format!(r#"{{"exp":{exp},"exp":{exp}}}"#),
+        format!(r#"{{"exp":{exp},"role":"anon","role":"service_role"}}"#),
+        format!(r#"{{"exp":{exp},"aud":"other","aud":["db"]}}"#),
+        format!(r#"{{"exp":{exp},"sub":5,"sub":"ok"}}"#),
+        // The same name spelled with an escape.
+        format!(r#"{{"exp":{exp},"sub":"a","\u0073ub":"b"}}"#),
+        format!(r#"{{"\u0065xp":{past},"exp":{exp}}}"#),
+        // White space, and strings whose text looks like JSON structure.
+        format!(r#" {{ "exp" : {exp} , "x" : "a:b,{{\"y\":1}}" , "x" : [ ":" ] }} "#),
+        format!(r#"{{"exp":{exp},"x":"\\","x":"\""}}"#),
+        format!(r#"{{"exp":{exp},"":1,"":2}}"#),
+        format!(r#"{{"exp":{exp},"app":{{"a":[1,{{"b":2}}]}},"app":{{}}}}"#),
+    ]
+}
+
+/// Guards against duplicate claim names being resolved silently (the baseline kept the last
+/// one, so `{"exp":<past>,"exp":<future>}` was accepted as fresh by this parser and could be
+/// read as expired, or as another role, by any first-wins consumer).
 #[test]
-fn duplicate_claim_names_last_wins() {
+fn duplicate_claim_names_are_malformed() {
+    for payload in duplicate_claim_payloads() {
+        assert_claims_malformed(parsed_claims(&payload), "more than once");
+    }
+    // Only the top level: nested objects are values, and jsonb keeps the last name there too.
+    let exp = NOW + 60;
+    let claims = parsed_claims(&format!(
+        r#"{{"exp":{exp},"app":{{"role":"a","role":"b"}},"x":"exp\":1,\"exp"}}"#
+    ))
+    .unwrap();
+    assert_eq!(claims["app"]["role"], "b");
+    assert_eq!(claims.len(), 3);
+    // Names that differ only in case, or in an escaped character, are different names.
+    assert!(parsed_claims(&format!(
+        r#"{{"exp":{exp},"sub":"a","SUB":"b","s\\ub":"c"}}"#
+    ))
+    .is_ok());
+}
+
+/// Guards against U+0000 reaching the claims (PostgreSQL's jsonb cannot store it), at any
+/// depth, in values and in member names, when checked by the payload parser itself.
+#[test]
+fn claims_parser_refuses_nul_at_any_depth() {
+    let exp = NOW + 60;
+    for payload in [
+        format!(r#"{{"exp":{exp},"sub":"a\u0000b"}}"#),
+        format!(r#"{{"exp":{exp},"\u0000":1}}"#),
+        format!(r#"{{"exp":{exp},"x":{{"y":[{{"\u0000z":1}}]}}}}"#),
+        format!(r#"{{"exp":{exp},"x":["a","\u0000"]}}"#),
+        // An escaped backslash, then the escape.
+        format!(r#"{{"exp":{exp},"x":"\\\u0000"}}"#),
+        json!({"exp": exp, "meta": {"a": {"b\u{0}": 1}}}).to_string(),
+    ] {
+        assert_claims_malformed(parsed_claims(&payload), "NUL");
+    }
+    // A backslash followed by the text u0000 is no NUL.
+    let claims = parsed_claims(&format!(r#"{{"exp":{exp},"x":"\\u0000"}}"#)).unwrap();
+    assert_eq!(claims["x"], "\\u0000");
+}
+
+/// The same through `verify()`: a properly signed token with a duplicate claim name is
+/// `Malformed`, not accepted and not left to a signature failure.
+#[test]
+fn duplicate_claim_names_are_malformed_through_verify() {
+    for payload in duplicate_claim_payloads() {
+        assert_malformed(check(&token(&payload)), "more than once");
+    }
     let exp = NOW + 60;
     let claims = check(&token(&format!(
-        r#"{{"exp":{exp},"sub":"first","sub":"last"}}"#
+        r#"{{"exp":{exp},"app":{{"role":"a","role":"b"}}}}"#
     )))
     .unwrap();
-    assert_eq!(claims["sub"], "last");
-    assert_eq!(claims.len(), 2);
-    // For a checked claim too: the last exp decides, both ways.
-    assert!(check(&token(&format!(r#"{{"exp":{},"exp":{exp}}}"#, NOW - 100))).is_ok());
-    assert_eq!(
-        rejection(check(&token(&format!(
-            r#"{{"exp":{exp},"exp":{}}}"#,
-            NOW - 100
-        )))),
-        Rejection::Expired
+    assert_eq!(claims["app"]["role"], "b");
+}
+
+/// Headers (JSON text) with a member name twice, each a valid HS256 header for kid k1
+/// whichever copy a parser kept (or, for `alg`, one copy says `none`).
+const DUPLICATE_HEADERS: [&str; 13] = [
+    r#"{"alg":"none","alg":"HS256","kid":"k1"}"#,
+    r#"{"alg":"HS256","kid":"k1","alg":"none"}"#,
+    r#"{"alg":"HS256","alg":"HS256","kid":"k1"}"#,
+    r#"{"alg":"HS256","kid":"k2","kid":"k1"}"#,
+    r#"{"alg":"HS256","kid":"k1","kid":"k1"}"#,
+    r#"{"alg":"HS256","\u0061lg":"HS256","kid":"k1"}"#,
+    r#"{"alg":"HS256","kid":"k1","\u006Bid":"k1"}"#,
+    r#"{"alg":"HS256","kid":"k1","typ":"JWT","typ":"JWT"}"#,
+    r#" { "alg" : "HS256" , "kid" : "k1" , "alg" : "HS256" } "#,
+    r#"{"alg":"HS256","kid":"k1","x":"a\\","x":1}"#,
+    r#"{"alg":"HS256","kid":"k1","x":"\"","x":{"y":[1,{"z":":"}]}}"#,
+    r#"{"alg":"HS256","kid":"k1","":1,"":2}"#,
+    r#"{"alg":"HS256","kid":"k1","x":[],"y":{},"x":null}"#,
+];
+
+/// Guards against duplicate header member names (`{"alg":"none","alg":"HS256"}`): parsers
+/// disagree on which copy wins, and the baseline kept the last one and verified the token.
+/// Every token here is properly signed, so the rejection cannot come from the signature.
+#[test]
+fn duplicate_header_names_are_malformed() {
+    let key = hs256();
+    let payload = fresh_claims().to_string();
+    for header in DUPLICATE_HEADERS {
+        let result = check(&key.sign_raw(header, &payload));
+        assert_eq!(
+            result,
+            Err(VerifyError::Rejected(Rejection::Malformed(
+                "The header has a member name more than once."
+            ))),
+            "{header}"
+        );
+    }
+    // Not for a public-key algorithm either.
+    let rs256 = test_key(Algorithm::RS256);
+    let token = rs256.sign_raw(r#"{"alg":"none","alg":"RS256","kid":"r1"}"#, &payload);
+    assert_malformed(
+        verify_now(&token, &keyring_with("r1", &rs256), &policy()),
+        "more than once",
     );
-    // A duplicate of a bad type is judged on the last one.
-    assert!(check(&token(&format!(r#"{{"exp":{exp},"sub":5,"sub":"ok"}}"#))).is_ok());
-    assert!(matches!(
-        rejection(check(&token(&format!(
-            r#"{{"exp":{exp},"sub":"ok","sub":5}}"#
-        )))),
-        Rejection::InvalidClaimType(_)
-    ));
+    // Only the top level counts; names inside strings or nested objects are not members.
+    for header in [
+        r#"{"alg":"HS256","kid":"k1","x":{"alg":"none","a":1,"a":2}}"#,
+        r#"{"alg":"HS256","kid":"k1","x":"alg\":\"none","y":[":",":",{"kid":1}]}"#,
+        r#"{"alg":"HS256","kid":"k1","x":"\\\\","y":"{\"a\":1}"}"#,
+        r#"{"alg":"HS256","kid":"k1","ALG":"none","ki\\d":"k2"}"#,
+    ] {
+        assert!(check(&key.sign_raw(header, &payload)).is_ok(), "{header}");
+    }
+}
+
+/// Guards against U+0000 in the header: a `kid` or `alg` with a NUL was looked up or
+/// compared as is (the baseline said "unknown key" / "unsupported algorithm"), and a NUL in
+/// any other member, at any depth, was accepted.
+#[test]
+fn header_containing_nul_is_malformed() {
+    let key = hs256();
+    let payload = fresh_claims().to_string();
+    let with_nul = json!({"alg": "HS256", "kid": "k1", "x": ["\u{0}"]}).to_string();
+    for header in [
+        r#"{"alg":"HS256","kid":"k1\u0000"}"#,
+        r#"{"alg":"HS256\u0000","kid":"k1"}"#,
+        r#"{"alg":"HS256","kid":"k1","typ":"JWT\u0000"}"#,
+        r#"{"alg":"HS256","kid":"k1","\u0000":1}"#,
+        r#"{"alg":"HS256","kid":"k1","x":{"y":["\u0000"]}}"#,
+        r#"{"alg":"HS256","kid":"k1","x":{"\u0000":[]}}"#,
+        r#"{"alg":"HS256","kid":"k1","x":"a\\\u0000"}"#,
+        &with_nul,
+    ] {
+        assert_eq!(
+            check(&key.sign_raw(header, &payload)),
+            Err(VerifyError::Rejected(Rejection::Malformed(
+                "The header contains a NUL character (\\u0000)."
+            ))),
+            "{header}"
+        );
+    }
+    // A backslash followed by the text u0000 is no NUL.
+    assert!(check(&key.sign_raw(r#"{"alg":"HS256","kid":"k1","x":"\\u0000"}"#, &payload)).is_ok());
 }
 
 // ---- rejection texts ------------------------------------------------------------------------

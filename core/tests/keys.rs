@@ -215,6 +215,333 @@ fn oct_jwk_mismatches() {
     ));
 }
 
+// ---- HMAC secrets that are public key material in disguise --------------------------------
+//
+// Regression tests for a bypass of the "no public key as an HMAC secret" guard: it looked only
+// for `-----BEGIN` at the start of the trimmed key text, so a byte-order mark before the PEM,
+// a PEM inside an `oct` JWK's `k`, JWK JSON text, or the key's DER or base64 body were all
+// stored as HMAC secrets that anyone holding the public key can sign with.
+
+const HMAC_ALGS: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+
+/// PEM files of public keys and certificates (what an attacker can know), and one private key.
+const PEM_FILES: [&str; 9] = [
+    "rsa2048-public.pem",
+    "rsa2048-public-pkcs1.pem",
+    "p256-public.pem",
+    "p384-public.pem",
+    "ed25519-public.pem",
+    "p521-public.pem",
+    "rsa2048-cert.pem",
+    "ed25519-cert.pem",
+    "rsa2048-private.pem",
+];
+
+/// The DER inside a PEM file (its body, base64 without the armour lines).
+fn pem_der(pem: &str) -> Vec<u8> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    STANDARD
+        .decode(body)
+        .expect("test PEM files are base64 inside")
+}
+
+fn utf16le(text: &str) -> Vec<u8> {
+    text.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+fn utf16be(text: &str) -> Vec<u8> {
+    text.encode_utf16().flat_map(u16::to_be_bytes).collect()
+}
+
+fn hex_text(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Asserts that `parse_key` refuses `text` for every HMAC algorithm with the guard's
+/// `TypeMismatch`, and says what the key was found to be (`found` contains `what`).
+#[track_caller]
+fn assert_refused_as_secret(text: &str, what: &str, case: &str) {
+    for alg in HMAC_ALGS {
+        match parse_key(alg, text) {
+            Err(KeyError::TypeMismatch {
+                alg: name,
+                expected,
+                found,
+            }) => {
+                assert_eq!(name, alg.name(), "{case}");
+                assert_eq!(expected, "an HMAC secret", "{case}");
+                assert!(found.contains(what), "{alg} {case}: found {found:?}");
+            }
+            other => panic!("{alg} {case}: expected TypeMismatch ({what}), got {other:?}"),
+        }
+    }
+}
+
+/// The same for an `oct` JWK whose `k` is `secret`, and for `secret` as a stored row (a
+/// secret written into auth.keys by hand, or by a version without the guard, must not
+/// build a verifier either).
+#[track_caller]
+fn assert_refused_as_oct_and_row(secret: &[u8], what: &str, case: &str) {
+    let jwk = json!({"kty": "oct", "k": b64(secret)}).to_string();
+    assert_refused_as_secret(&jwk, what, &format!("oct k = {case}"));
+    for alg in HMAC_ALGS {
+        assert!(
+            matches!(
+                VerifyingKey::new(alg, &StoredKey::Secret(secret.to_vec())),
+                Err(KeyError::TypeMismatch { .. })
+            ),
+            "{alg} stored row {case}"
+        );
+    }
+}
+
+/// Guards against a byte-order mark, white space or other text before the armour hiding a
+/// PEM block from the guard (the baseline only trimmed Unicode white space, which the BOM
+/// is not, and then looked for `-----BEGIN` at the very start).
+#[test]
+fn pem_after_a_bom_or_preamble_is_never_an_hmac_secret() {
+    for file in PEM_FILES {
+        let pem = key_file(file);
+        for prefix in [
+            "\u{FEFF}",
+            "\u{FEFF}\u{FEFF}",
+            "\u{FEFF}\r\n",
+            "\r\n\u{FEFF}",
+            " \t\u{FEFF}\n",
+            "\r\n",
+            "\u{0B}\u{0C}",
+            "\u{200B}",
+            "\u{A0}",
+            // What `openssl pkcs12 -nokeys` and `openssl x509 -text` put before the armour.
+            "Bag Attributes\n    localKeyID: 01 00 00 00\nsubject=CN = test\n",
+            "Public key:\n",
+        ] {
+            for suffix in ["", "\n", "\u{FEFF}", "\r\n\r\n"] {
+                let text = format!("{prefix}{pem}{suffix}");
+                assert_refused_as_secret(&text, "PEM", &format!("{prefix:?} + {file}"));
+            }
+        }
+        // Line endings rewritten, armour in lower case.
+        assert_refused_as_secret(&pem.replace('\n', "\r\n"), "PEM", &format!("CRLF {file}"));
+        assert_refused_as_secret(&pem.to_lowercase(), "PEM", &format!("lower-case {file}"));
+    }
+}
+
+/// Guards against a PEM block (public key or certificate) given as the `k` of an `oct` JWK,
+/// plain or with a BOM or white space before it, or saved as UTF-16: the baseline checked
+/// the decoded `k` for nothing but its length.
+#[test]
+fn oct_jwk_whose_k_is_a_pem_is_never_an_hmac_secret() {
+    for file in PEM_FILES {
+        let pem = key_file(file);
+        for secret in [
+            pem.clone().into_bytes(),
+            format!("\u{FEFF}{pem}").into_bytes(),
+            format!("\r\n{pem}").into_bytes(),
+            format!("\u{FEFF}\r\n \t{pem}\n").into_bytes(),
+            pem.replace('\n', "\r\n").into_bytes(),
+            utf16le(&format!("\u{FEFF}{pem}")),
+            utf16be(&format!("\u{FEFF}{pem}")),
+            utf16le(&pem),
+        ] {
+            assert_refused_as_oct_and_row(&secret, "PEM", file);
+        }
+    }
+    // Stored rows with the plain PEM text (what the key text path refused all along) are
+    // refused when the verifier is built too.
+    for alg in HMAC_ALGS {
+        let pem = key_file("rsa2048-public.pem").into_bytes();
+        assert!(matches!(
+            VerifyingKey::new(alg, &StoredKey::Secret(pem)),
+            Err(KeyError::TypeMismatch { .. })
+        ));
+    }
+}
+
+/// Guards against JWK or JWKS JSON text used as an HMAC secret: as key text after a BOM (the
+/// baseline did not see the `{` and stored the JSON as the secret), as key text after other
+/// leading text, and as the decoded `k` of an `oct` JWK.
+#[test]
+fn jwk_or_jwks_json_is_never_an_hmac_secret() {
+    let rsa = text(&jwk_for(Algorithm::RS256));
+    let ed = text(&jwk_for(Algorithm::EdDSA));
+    let p256 = text(&jwk_for(Algorithm::ES256));
+    let set = json!({"keys": [jwk_for(Algorithm::RS256), jwk_for(Algorithm::EdDSA)]}).to_string();
+    let pretty_set =
+        serde_json::to_string_pretty(&json!({"keys": [jwk_for(Algorithm::ES256)]})).unwrap();
+    // Member names spelled with escapes, and JSON that is cut short.
+    let escaped = rsa.replacen("\"kty\"", "\"\\u006bty\"", 1);
+    let cut_short = rsa[..rsa.len() - 1].to_string();
+
+    // Key text with a BOM (or another invisible prefix) before the JSON.
+    for (json, what) in [
+        (&rsa, "JWK"),
+        (&ed, "JWK"),
+        (&set, "JWK set"),
+        (&pretty_set, "JWK set"),
+    ] {
+        for prefix in ["\u{FEFF}", "\u{FEFF}\r\n", "\u{200B}", "jwk: "] {
+            let text = format!("{prefix}{json}");
+            for alg in HMAC_ALGS {
+                let result = parse_key(alg, &text);
+                assert!(
+                    matches!(result, Err(KeyError::TypeMismatch { .. })),
+                    "{alg} {prefix:?}{what}: {result:?}"
+                );
+            }
+        }
+    }
+    // A key set given as key text, with or without a BOM, is refused as one.
+    assert_refused_as_secret(&set, "JWK set", "JWKS text");
+    assert_refused_as_secret(&format!("\u{FEFF}{set}"), "JWK set", "BOM + JWKS text");
+
+    // Inside an oct JWK's k.
+    for (json, what) in [
+        (&rsa, "JWK"),
+        (&ed, "JWK"),
+        (&p256, "JWK"),
+        (&set, "JWK set"),
+        (&pretty_set, "JWK set"),
+        (&escaped, "JWK"),
+        (&cut_short, "JWK"),
+    ] {
+        for secret in [
+            json.clone(),
+            format!("\u{FEFF}{json}"),
+            format!("\r\n{json}\r\n"),
+            format!("[{json}]"),
+        ] {
+            assert_refused_as_oct_and_row(secret.as_bytes(), what, &secret);
+        }
+    }
+}
+
+/// Guards against the public key's DER, or the PEM body without its armour lines (base64 of
+/// the DER), or its hex, used as an HMAC secret: as key text, as an `oct` JWK's `k`, and as a
+/// stored row. The baseline took all of them.
+#[test]
+fn der_and_encoded_public_keys_are_never_hmac_secrets() {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    for file in PEM_FILES {
+        let pem = key_file(file);
+        let der = pem_der(&pem);
+        // The armour lines deleted by hand: the base64 body, as in the file or on one line.
+        let body: String = pem
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        for text in [
+            body.clone(),
+            format!("\u{FEFF}{body}"),
+            body.replace('\n', ""),
+            STANDARD.encode(&der).trim_end_matches('=').to_string(),
+            URL_SAFE_NO_PAD.encode(&der),
+            hex_text(&der),
+            hex_text(&der).to_uppercase(),
+        ] {
+            assert_refused_as_secret(&text, "DER", &format!("encoded DER of {file}"));
+            assert_refused_as_oct_and_row(text.as_bytes(), "DER", &format!("encoded {file}"));
+        }
+        // The DER itself, only possible as k (it is not UTF-8) or as a stored row.
+        assert_refused_as_oct_and_row(&der, "DER", &format!("DER of {file}"));
+        // The PEM text, base64-encoded once more (as k it is then encoded twice).
+        assert_refused_as_secret(&STANDARD.encode(&pem), "PEM", &format!("base64 PEM {file}"));
+        assert_refused_as_oct_and_row(STANDARD.encode(&pem).as_bytes(), "PEM", file);
+    }
+}
+
+/// The guard must not refuse ordinary secrets: text, base64 and hex secrets as generators
+/// make them, and random bytes as `k`. (Not a regression test: the baseline takes these
+/// too; it keeps the stricter guard from refusing real secrets.)
+#[test]
+fn ordinary_hmac_secrets_are_still_accepted() {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    let mut texts = vec![
+        HMAC_SECRET.to_string(),
+        // Supabase's documented local-development secret.
+        "super-secret-jwt-token-with-at-least-32-characters-long".to_string(),
+        format!(" {HMAC_SECRET}\n"),
+        // Words that appear in PEM files, without the armour.
+        "BEGIN PUBLIC KEY and keys and kty but not a key, long enough....".to_string(),
+        "a secret with {braces} and [brackets], long enough for any HMAC".to_string(),
+        "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA (looks like a key, is not)".to_string(),
+    ];
+    // Deterministic pseudo-random bytes (xorshift), as base64, base64url and hex text
+    // (`openssl rand -base64 64`, `-hex 64`) and raw as k.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state.to_le_bytes()
+    };
+    for round in 0..300 {
+        let bytes: Vec<u8> = (0..8 + round % 8).flat_map(|_| next()).collect();
+        texts.push(STANDARD.encode(&bytes));
+        texts.push(b64(&bytes));
+        texts.push(hex_text(&bytes));
+        let min = 64.min(bytes.len());
+        let mut k = bytes.clone();
+        // Some that start like DER (a SEQUENCE of the right length).
+        if round % 3 == 0 && k.len() >= 2 {
+            k[0] = 0x30;
+            k[1] = (k.len() - 2) as u8;
+        }
+        if k.len() >= min {
+            let jwk = json!({"kty": "oct", "k": b64(&k)}).to_string();
+            assert_eq!(
+                parse_key(Algorithm::HS256, &jwk),
+                Ok(StoredKey::Secret(k.clone())),
+                "random k {round}"
+            );
+        }
+    }
+    for text in texts {
+        assert_eq!(
+            parse_key(Algorithm::HS256, &text),
+            Ok(StoredKey::Secret(text.clone().into_bytes())),
+            "{text:?}"
+        );
+    }
+}
+
+/// A BOM before a PEM or a JWK given for a public-key algorithm is dropped like white space,
+/// so the key is read as what it is. (The baseline refused it as neither PEM nor JWK; this is
+/// a consequence of the normalisation rather than a defect of its own.)
+#[test]
+fn bom_before_public_key_text_is_ignored() {
+    for alg in PUBLIC_ALGS {
+        let expected = parse_key(alg, &pem_for(alg)).unwrap();
+        assert_eq!(
+            parse_key(alg, &format!("\u{FEFF}{}", pem_for(alg))),
+            Ok(expected.clone()),
+            "{alg} PEM"
+        );
+        assert_eq!(
+            parse_key(alg, &format!("\u{FEFF}\r\n{}", text(&jwk_for(alg)))),
+            Ok(expected),
+            "{alg} JWK"
+        );
+    }
+    // For HMAC algorithms an oct JWK after a BOM is read as the JWK, not taken as the secret.
+    let k = [5u8; 64];
+    assert_eq!(
+        parse_key(
+            Algorithm::HS256,
+            &format!("\u{FEFF}{}", json!({"kty": "oct", "k": b64(k)}))
+        ),
+        Ok(StoredKey::Secret(k.to_vec()))
+    );
+}
+
 // ---- RSA ----------------------------------------------------------------------------------
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use common::{b64, fresh_claims, policy, test_key, NOW};
 use pg_session_auth_core::{
-    parse_jwks, parse_key, verify, Algorithm, Claims, Keyring, Policy, VerifyError,
+    parse_jwks, parse_key, verify, Algorithm, Claims, Keyring, Policy, Rejection, VerifyError,
 };
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -270,4 +270,99 @@ fn fresh_tokens_verify() {
         assert!(check(token, &policy(), NOW).is_ok());
     }
     let _ = fresh_claims();
+}
+
+// ---- duplicate member names and U+0000 ----------------------------------------------------
+
+/// A member name, or a string value, from characters that matter to a JSON scanner.
+fn tricky_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec!["alg", "kid", "typ", "a", "", "A"]).prop_map(String::from),
+        "[a:,{}\\[\\]\"\\\\\\x00\\x01é\u{1F600}]{0,4}",
+    ]
+}
+
+/// JSON text for `text`: serde_json's spelling (only `"`, `\` and control characters
+/// escaped), or every character as `\uXXXX` (surrogate pairs above the BMP).
+fn spell(text: &str, escape_all: bool) -> String {
+    if !escape_all {
+        return serde_json::to_string(text).unwrap();
+    }
+    let escaped: String = text
+        .encode_utf16()
+        .map(|unit| format!("\\u{unit:04x}"))
+        .collect();
+    format!("\"{escaped}\"")
+}
+
+/// A JSON value as text, strings spelled either way, nested objects free to repeat names.
+fn value_text() -> impl Strategy<Value = (String, bool)> {
+    let leaf = prop_oneof![
+        Just(("null".to_string(), false)),
+        any::<i32>().prop_map(|n| (n.to_string(), false)),
+        Just(("1.5e3".to_string(), false)),
+        (tricky_text(), any::<bool>()).prop_map(|(t, e)| (spell(&t, e), t.contains('\0'))),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(|items| {
+                let nul = items.iter().any(|(_, n)| *n);
+                let texts: Vec<String> = items.into_iter().map(|(t, _)| t).collect();
+                (format!("[{}]", texts.join(",")), nul)
+            }),
+            prop::collection::vec((tricky_text(), any::<bool>(), inner), 0..4).prop_map(
+                |members| {
+                    let nul = members.iter().any(|(k, _, (_, n))| k.contains('\0') || *n);
+                    let texts: Vec<String> = members
+                        .into_iter()
+                        .map(|(k, e, (v, _))| format!("{} : {v}", spell(&k, e)))
+                        .collect();
+                    (format!("{{ {} }}", texts.join(" ,")), nul)
+                }
+            ),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// The header parser finds exactly the repeated top-level names (however spelled) and
+    /// every U+0000, whatever the strings contain: no false alarm from structure characters
+    /// inside strings, no duplicate missed.
+    #[test]
+    fn header_duplicates_and_nul_are_found_exactly(
+        members in prop::collection::vec((tricky_text(), any::<bool>(), value_text()), 0..6),
+    ) {
+        let mut names: Vec<&str> = vec!["alg", "kid"];
+        let mut nul = false;
+        let mut text = r#"{"alg":"HS256","kid":"k0""#.to_string();
+        for (name, escape_all, (value, value_nul)) in &members {
+            text.push_str(&format!(",{}:{value}", spell(name, *escape_all)));
+            names.push(name);
+            nul |= name.contains('\0') || *value_nul;
+        }
+        text.push('}');
+        let mut distinct = names.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let duplicated = distinct.len() != names.len();
+        let token = format!("{}.{}.{}", b64(&text), b64("{}"), b64([1u8; 32]));
+        let result = pg_session_auth_core::parse_compact(&token, 1 << 20).map(|_| ());
+        const NUL: Rejection = Rejection::Malformed("The header contains a NUL character (\\u0000).");
+        const DUPLICATE: Rejection =
+            Rejection::Malformed("The header has a member name more than once.");
+        match (nul, duplicated) {
+            // Either may be reported when both are there.
+            (true, true) => prop_assert!(
+                result == Err(NUL) || result == Err(DUPLICATE),
+                "{:?}: {}", result, text
+            ),
+            (true, false) => prop_assert_eq!(result, Err(NUL), "{}", text),
+            (false, true) => prop_assert_eq!(result, Err(DUPLICATE), "{}", text),
+            // The generated names avoid the forbidden ones, and alg/kid repeat only as
+            // duplicates, so the header is otherwise fine.
+            (false, false) => prop_assert_eq!(result, Ok(()), "{}", text),
+        }
+    }
 }
