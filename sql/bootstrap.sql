@@ -22,6 +22,8 @@ create table auth.keys (
     public_jwk jsonb,
     created_at timestamptz not null default pg_catalog.now(),
     retired_at timestamptz,
+    -- A token this key verifies must carry exactly this iss (NULL: any issuer).
+    issuer text check (octet_length(issuer) between 1 and 1024),
     check ((secret is null) <> (public_jwk is null)),
     check ((secret is not null) = (alg like 'HS%'))
 );
@@ -46,7 +48,7 @@ create table auth.revoked_sessions (
 comment on table auth.revoked_sessions is 'Revoked sessions: tokens whose session_id (or sid) claim is listed are rejected.';
 
 create table auth.revoked_users (
-    user_id text primary key check (octet_length(user_id) between 1 and 1024),
+    user_id text not null check (octet_length(user_id) between 1 and 1024),
     -- Tokens of this subject issued (iat) at or before this moment are revoked ...
     revoked_before timestamptz,
     -- ... and so are those issued at or before this one, except in keep_session_id.
@@ -56,9 +58,12 @@ create table auth.revoked_users (
     reason text,
     expires_at timestamptz,
     check (revoked_before is not null or others_revoked_before is not null),
-    check ((others_revoked_before is null) = (keep_session_id is null))
+    check ((others_revoked_before is null) = (keep_session_id is null)),
+    -- The subject at this issuer (tokens' iss); '' = at every issuer.
+    issuer text not null default '' check (octet_length(issuer) <= 1024),
+    constraint revoked_users_pkey primary key (user_id, issuer)
 );
-comment on table auth.revoked_users is 'Per-user cut-offs: every token of the subject issued at or before the cut-off is rejected.';
+comment on table auth.revoked_users is 'Per-user cut-offs: every token of the subject (at the issuer, or at every issuer) issued at or before the cut-off is rejected.';
 
 create table auth.revoked_tokens (
     jti text primary key check (octet_length(jti) between 1 and 1024),

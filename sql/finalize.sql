@@ -20,6 +20,27 @@ create trigger revoked_tokens_invalidate_cache
     for each statement execute function auth.invalidate_cached_state();
 alter table auth.revoked_tokens enable always trigger revoked_tokens_invalidate_cache;
 
+-- A logical-replication apply worker fires no statement triggers, only row triggers enabled
+-- REPLICA or ALWAYS (it runs with session_replication_role = replica): these row triggers,
+-- enabled REPLICA only, carry the same invalidation there without costing ordinary writes
+-- (a 1M-row purge) a trigger per row. TRUNCATE needs none: a new relfilenode invalidates.
+create trigger keys_invalidate_cache_replica
+    after insert or update or delete on auth.keys
+    for each row execute function auth.invalidate_cached_state();
+alter table auth.keys enable replica trigger keys_invalidate_cache_replica;
+create trigger revoked_sessions_invalidate_cache_replica
+    after insert or update or delete on auth.revoked_sessions
+    for each row execute function auth.invalidate_cached_state();
+alter table auth.revoked_sessions enable replica trigger revoked_sessions_invalidate_cache_replica;
+create trigger revoked_users_invalidate_cache_replica
+    after insert or update or delete on auth.revoked_users
+    for each row execute function auth.invalidate_cached_state();
+alter table auth.revoked_users enable replica trigger revoked_users_invalidate_cache_replica;
+create trigger revoked_tokens_invalidate_cache_replica
+    after insert or update or delete on auth.revoked_tokens
+    for each row execute function auth.invalidate_cached_state();
+alter table auth.revoked_tokens enable replica trigger revoked_tokens_invalidate_cache_replica;
+
 -- Each written revocation key goes into the shared revocation filter (src/revocation_filter.rs).
 -- ALWAYS for the same reason; a key written with these disabled would be missed by the filter,
 -- so verification stops trusting it (and every cache) while any of them is not ALWAYS.
@@ -37,15 +58,17 @@ create trigger revoked_tokens_filter
 alter table auth.revoked_tokens enable always trigger revoked_tokens_filter;
 
 create function auth.retire_key(kid text) returns boolean
-    language sql volatile security definer
+    language plpgsql volatile security definer
     set search_path = pg_catalog, pg_temp
 as $$
-    with retired as (
-        update auth.keys as k set retired_at = pg_catalog.now()
-        where k.kid = retire_key.kid and k.retired_at is null
-        returning 1
-    )
-    select exists (select from retired)
+begin
+    if kid is null then
+        raise sqlstate '22004' using message = 'kid must not be NULL';
+    end if;
+    update auth.keys as k set retired_at = pg_catalog.now()
+    where k.kid operator(pg_catalog.=) retire_key.kid and k.retired_at is null;
+    return found;
+end
 $$;
 comment on function auth.retire_key(text) is 'Retires a key: tokens signed with it are rejected from then on. False when no active key has that kid.';
 
@@ -69,11 +92,11 @@ $$;
 comment on function auth.jwks() is 'The public JWKS of the active asymmetric keys. Never contains an HMAC secret.';
 
 -- Key management: owner, superusers and session_auth_admin only.
-revoke execute on function auth.add_key(text, text, text) from public;
-revoke execute on function auth.import_jwks(jsonb) from public;
+revoke execute on function auth.add_key(text, text, text, text) from public;
+revoke execute on function auth.import_jwks(jsonb, text) from public;
 revoke execute on function auth.retire_key(text) from public;
-grant execute on function auth.add_key(text, text, text) to session_auth_admin;
-grant execute on function auth.import_jwks(jsonb) to session_auth_admin;
+grant execute on function auth.add_key(text, text, text, text) to session_auth_admin;
+grant execute on function auth.import_jwks(jsonb, text) to session_auth_admin;
 grant execute on function auth.retire_key(text) to session_auth_admin;
 
 -- Revocation: everyone may sign out their own sessions (the functions check whose they

@@ -60,3 +60,35 @@ pub fn raise_key_error(error: &KeyError) -> ! {
     };
     raise_invalid_parameter(format!("{what}: {error}"), None)
 }
+
+/// Raises `message` with `code` (and a hint). Never returns.
+pub fn raise(code: PgSqlErrorCode, message: &str, hint: Option<&str>) -> ! {
+    let report = ErrorReport::new(code, message.to_owned(), function_name!());
+    let report = match hint {
+        Some(hint) => report.set_hint(hint.to_owned()),
+        None => report,
+    };
+    report.report(PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
+}
+
+/// A required argument; NULL is refused with `22004`, never passed through as "nothing".
+pub fn required<T>(value: Option<T>, name: &str) -> T {
+    value.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            &format!("{name} must not be NULL"),
+            None,
+        )
+    })
+}
+
+/// Some of the extension's tables (`what`: "the revocation tables", "auth.keys") are gone,
+/// dropped by hand: `55000`, never "nothing to check".
+pub fn raise_missing_tables(what: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        &format!("pg_session_auth: {what} missing"),
+        Some("Create the extension again (DROP EXTENSION and CREATE EXTENSION pg_session_auth)."),
+    )
+}

@@ -6,19 +6,20 @@
 //! client has: the value is gone at COMMIT/ROLLBACK, undone by `ROLLBACK TO SAVEPOINT`, and
 //! copied into parallel workers with the rest of the settings. Clients can neither `SET` it
 //! nor read it (it is `SUPERUSER_ONLY`). Expiry is re-checked on every read against the
-//! statement's clock, so an identity stops working at the first statement after `exp`.
+//! checks' clock (`verification::check_time`), so an identity stops working at the first
+//! statement after `exp`.
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString};
 use std::rc::Rc;
 
 use pg_session_auth_core::identity::{has_expired, RolePolicy};
-use pg_session_auth_core::{Claims, Rejection, VerifyError};
+use pg_session_auth_core::{Claims, KeyRef, Rejection, VerifyError};
 use pgrx::pg_sys;
 
 use crate::gucs::{self, ClaimsSource};
-use crate::verification::statement_time;
-use crate::{errors, revocation};
+use crate::verification::check_time;
+use crate::{errors, keyring, revocation};
 
 const REQUEST_CLAIMS: &CStr = c"request.jwt.claims";
 /// The whole-claims setting of old PostgREST versions; Supabase's `auth.jwt()` reads it first.
@@ -63,11 +64,31 @@ fn check_assumable(role: &str) {
     }
 }
 
+/// The private setting's value: the key that verified the claims on the first line
+/// (`<fingerprint, 16 hex digits> <kid>`; a kid has no control characters), the claims' JSON
+/// after it.
+fn bound_text(claims_json: &str, key: &KeyRef) -> String {
+    format!("{:016x} {}\n{claims_json}", key.fingerprint, key.kid)
+}
+
+/// Splits the private setting's value into the key reference and the claims' JSON.
+fn split_bound_text(text: &[u8]) -> Option<(KeyRef, &[u8])> {
+    let newline = text.iter().position(|&b| b == b'\n')?;
+    let line = std::str::from_utf8(&text[..newline]).ok()?;
+    let (fingerprint, kid) = line.split_once(' ')?;
+    let key = KeyRef {
+        kid: kid.to_owned(),
+        fingerprint: u64::from_str_radix(fingerprint, 16).ok()?,
+    };
+    Some((key, &text[newline + 1..]))
+}
+
 /// Binds verified claims to the current transaction: the private setting read by the claim
-/// functions, `request.jwt.claims` for SQL written for PostgREST, and the role the token
+/// functions (with the key that verified them, so that retiring or replacing that key ends
+/// the identity), `request.jwt.claims` for SQL written for PostgREST, and the role the token
 /// names (when it names one). Raises `28000` for a role the token may not assume; since an
 /// error aborts the statement, nothing is bound by halves.
-pub fn bind(claims: &Claims) {
+pub fn bind(claims: &Claims, key: &KeyRef) {
     let role_claim = gucs::role_claim();
     let allowed = gucs::allowed_roles();
     let policy = RolePolicy::new(&role_claim, &allowed);
@@ -81,7 +102,7 @@ pub fn bind(claims: &Claims) {
     let text = serde_json::to_string(claims).expect("claims serialise");
     set_local(
         gucs::BOUND_CLAIMS_NAME,
-        &text,
+        &bound_text(&text, key),
         pg_sys::GucContext::PGC_SUSET,
     );
     set_local(REQUEST_CLAIMS, &text, pg_sys::GucContext::PGC_USERSET);
@@ -100,11 +121,52 @@ pub fn bind(claims: &Claims) {
     }
 }
 
+/// Whether `request.jwt.claims` may take the value `proposed` now: always, unless an identity
+/// is bound in `verified` mode, whose claims it must then be (as `bind` writes them). Parallel
+/// workers restore whatever the leader had.
+pub fn request_claims_may_be(proposed: &[u8]) -> bool {
+    if unsafe { pg_sys::ParallelWorkerNumber } >= 0
+        || gucs::claims_source() != ClaimsSource::Verified
+    {
+        return true;
+    }
+    match setting(gucs::BOUND_CLAIMS_NAME) {
+        None => true,
+        Some(bound) => split_bound_text(&bound).is_some_and(|(_, claims)| claims == proposed),
+    }
+}
+
+/// The claims bound in `verified` mode, as `request.jwt.claims` shows them: a pointer into
+/// the private setting's current value (valid until that setting next changes), or `None`
+/// when nothing is bound or claims come from requests.
+pub fn bound_request_claims() -> Option<*const std::ffi::c_char> {
+    if gucs::claims_source() != ClaimsSource::Verified {
+        return None;
+    }
+    // SAFETY: GetConfigOption returns the setting's own string, alive until it changes.
+    let value = unsafe { pg_sys::GetConfigOption(gucs::BOUND_CLAIMS_NAME.as_ptr(), true, false) };
+    if value.is_null() {
+        return None;
+    }
+    let text = unsafe { CStr::from_ptr(value) }.to_bytes();
+    let (_, claims) = split_bound_text(text)?;
+    // The claims are the text's tail, so they end with its NUL.
+    Some(unsafe { value.add(text.len() - claims.len()) })
+}
+
 /// The last claims text read and its parsed form.
 struct ParsedClaims {
     source: ClaimsSource,
     text: Vec<u8>,
+    parsed: Parsed,
+}
+
+/// Claims as read from a setting, with the key that verified them when they were bound by
+/// `auth.authenticate()`.
+#[derive(Clone)]
+struct Parsed {
     claims: Rc<Claims>,
+    key: Option<Rc<KeyRef>>,
 }
 
 thread_local! {
@@ -124,20 +186,30 @@ fn setting(name: &CStr) -> Option<Vec<u8>> {
     (!bytes.is_empty()).then(|| bytes.to_vec())
 }
 
-fn parse_cached(source: ClaimsSource, text: &[u8]) -> Option<Rc<Claims>> {
+fn parse_cached(source: ClaimsSource, text: &[u8]) -> Option<Parsed> {
     PARSED.with(|cache| {
         if let Some(parsed) = cache.borrow().as_ref() {
             if parsed.source == source && parsed.text == text {
-                return Some(Rc::clone(&parsed.claims));
+                return Some(parsed.parsed.clone());
             }
         }
-        let claims: Rc<Claims> = Rc::new(serde_json::from_slice(text).ok()?);
+        let (key, json) = match source {
+            ClaimsSource::Verified => {
+                let (key, json) = split_bound_text(text)?;
+                (Some(Rc::new(key)), json)
+            }
+            ClaimsSource::Request => (None, text),
+        };
+        let parsed = Parsed {
+            claims: Rc::new(serde_json::from_slice(json).ok()?),
+            key,
+        };
         *cache.borrow_mut() = Some(ParsedClaims {
             source,
             text: text.to_vec(),
-            claims: Rc::clone(&claims),
+            parsed: parsed.clone(),
         });
-        Some(claims)
+        Some(parsed)
     })
 }
 
@@ -153,13 +225,15 @@ pub fn current_claims() -> Option<Rc<Claims>> {
     usable(check_current(true, WholeClaims::Current)?)
 }
 
-/// Claims as the claim functions use them: refused ones are none, revoked ones raise.
+/// Claims as the claim functions use them: refused ones (expired) are none; withdrawn ones
+/// (revoked, or their key retired, replaced or removed since they were bound) raise.
 fn usable(checked: Result<Rc<Claims>, Rejection>) -> Option<Rc<Claims>> {
     match checked {
         Ok(claims) => Some(claims),
         Err(Rejection::Revoked) if !revocation::revocation_written_in_this_transaction() => {
             reject(Rejection::Revoked)
         }
+        Err(rejection @ (Rejection::RetiredKey(_) | Rejection::UnknownKey(_))) => reject(rejection),
         Err(_) => None,
     }
 }
@@ -197,7 +271,7 @@ fn check_current(
         }
         ClaimsSource::Request => setting(REQUEST_CLAIMS)?,
     };
-    let Some(claims) = parse_cached(source, &text) else {
+    let Some(Parsed { claims, key }) = parse_cached(source, &text) else {
         return match source {
             // Unparsable request claims are no identity to the claim functions (as in
             // Supabase's helpers, minus the error), and a reason to refuse the request.
@@ -209,12 +283,19 @@ fn check_current(
     };
     let exp_required = source == ClaimsSource::Verified;
     if (exp_required || claims.contains_key("exp"))
-        && has_expired(&claims, statement_time(), gucs::leeway())
+        && has_expired(&claims, check_time(), gucs::leeway())
     {
         return Some(Err(Rejection::Expired));
     }
-    if check_revocation && revocation::claims_revoked(&claims) {
-        return Some(Err(Rejection::Revoked));
+    if check_revocation {
+        if let Some(key) = key {
+            if let Err(rejection) = keyring::with_keyring(|keys| keys.still_trusts(&key)) {
+                return Some(Err(rejection));
+            }
+        }
+        if revocation::claims_revoked(&claims) {
+            return Some(Err(Rejection::Revoked));
+        }
     }
     Some(Ok(claims))
 }

@@ -11,8 +11,8 @@
 
 use std::cell::{Cell, RefCell};
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, register_xact_callback, PgXactCallbackEvent};
 
 /// The caches, one generation counter each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,13 +61,6 @@ pub fn watch(relid: pg_sys::Oid, cache: Cache) {
 pub fn current_generation(cache: Cache) -> u64 {
     unsafe { pg_sys::AcceptInvalidationMessages() };
     generation(cache)
-}
-
-/// A cache filled from a snapshot that is not the latest (see `owner_spi.rs`) may serve only
-/// the current transaction.
-pub fn expire_at_transaction_end(cache: Cache) {
-    register_xact_callback(PgXactCallbackEvent::Commit, move || bump(cache));
-    register_xact_callback(PgXactCallbackEvent::Abort, move || bump(cache));
 }
 
 unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {

@@ -34,9 +34,6 @@ pub fn with_keyring<R>(f: impl FnOnce(&Keyring) -> R) -> R {
         // Loading may itself process invalidations; the generation read before it is stored,
         // so anything that arrived meanwhile forces another load next time.
         let keyring = load_keyring();
-        if !owner_spi::snapshot_is_latest() {
-            invalidation::expire_at_transaction_end(Cache::Keyring);
-        }
         CACHE.with(|cache| {
             *cache.borrow_mut() = Some(CachedKeyring {
                 generation: current,
@@ -63,14 +60,16 @@ fn load_keyring() -> Keyring {
     invalidation::watch(relid, Cache::Keyring);
     let rows = owner_spi::select(
         Some(owner),
+        // The issuer through to_jsonb: a database not yet updated to 0.3.0 has no such column.
         "select kid, alg, pg_catalog.encode(secret, 'base64'), public_jwk::pg_catalog.text, \
-         retired_at is not null from auth.keys",
+         retired_at is not null, pg_catalog.to_jsonb(k) operator(pg_catalog.->>) 'issuer' \
+         from auth.keys as k",
         &[],
     );
     for row in rows {
-        let [Some(kid), Some(alg), secret, public_jwk, Some(retired)] =
-            <[Option<String>; 5]>::try_from(row)
-                .unwrap_or_else(|_| unreachable!("the query has five columns"))
+        let [Some(kid), Some(alg), secret, public_jwk, Some(retired), issuer] =
+            <[Option<String>; 6]>::try_from(row)
+                .unwrap_or_else(|_| unreachable!("the query has six columns"))
         else {
             continue;
         };
@@ -84,7 +83,7 @@ fn load_keyring() -> Keyring {
         };
         let outcome = match (Algorithm::from_name(&alg), stored) {
             (Some(alg), Some(stored)) => keyring
-                .insert(&kid, alg, &stored, retired == "t")
+                .insert_for_issuer(&kid, alg, &stored, retired == "t", issuer.as_deref())
                 .map_err(|e| e.to_string()),
             _ => Err("the row's algorithm or key material is unreadable".to_string()),
         };

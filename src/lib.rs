@@ -15,6 +15,7 @@ mod errors;
 mod gucs;
 mod identity;
 mod invalidation;
+mod jsonb;
 mod keyring;
 mod owner_spi;
 mod planner_support;

@@ -4,8 +4,11 @@
 //! roles. So each query runs as the table's owner (what a SECURITY DEFINER function does), in
 //! a security-restricted operation, with `search_path` pinned to `pg_catalog, pg_temp` (the
 //! caller's path could otherwise put its own functions or operators into our query, to be
-//! run as the owner). Reads use the latest snapshot: a cache filled from one is never older
-//! than the invalidations this backend has already processed (see `invalidation.rs`).
+//! run as the owner). Every read takes a snapshot of its own, newer than every invalidation
+//! this backend has processed — also in parallel mode, inside a REPEATABLE READ transaction
+//! or under a cursor opened earlier — so an answer read here may be cached for as long as
+//! no invalidation arrives (see `invalidation.rs`) and a statement never sees a revocation or
+//! key change committed before its check as absent.
 //! Statements are prepared once per backend and kept.
 
 use std::cell::RefCell;
@@ -58,7 +61,16 @@ pub fn relation_and_owner(name: &str) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
     Some((oid(0)?, oid(1)?))
 }
 
-/// Runs a read-only query as `run_as` (or the current user) under the latest snapshot.
+/// Whether the relation has a column of that name (for tables an update adds columns to).
+pub fn has_column(relid: pg_sys::Oid, column: &str) -> bool {
+    let Ok(column) = CString::new(column) else {
+        return false;
+    };
+    // SAFETY: a syscache lookup by OID and name; InvalidAttrNumber when there is none.
+    unsafe { pg_sys::get_attnum(relid, column.as_ptr()) > 0 }
+}
+
+/// Runs a read-only query as `run_as` (or the current user) under a fresh snapshot.
 pub fn select(run_as: Option<pg_sys::Oid>, query: &'static str, args: &[Arg]) -> Vec<TextRow> {
     run(run_as, query, args, Mode::Read).1
 }
@@ -75,9 +87,17 @@ enum Mode {
     Write,
 }
 
-/// Whether a cache filled now may outlive the current transaction (see [`select`]).
-pub fn snapshot_is_latest() -> bool {
-    unsafe { !pg_sys::IsInParallelMode() }
+/// A snapshot taken now: it sees every transaction committed before this call (and this
+/// transaction's own earlier commands), whatever the transaction's isolation level.
+///
+/// `GetLatestSnapshot()` refuses to run in parallel mode (the leader running a parallel plan,
+/// and its workers), where the statement's own snapshot may be arbitrarily old under
+/// REPEATABLE READ. `GetCatalogSnapshot()` for a relation without a catalog cache (any OID
+/// that is not a cached system catalog, here `InvalidOid`) always takes a new MVCC snapshot
+/// (`GetSnapshotData`) and may be called anywhere, parallel workers included. The snapshot is
+/// used at once: `SPI_execute_snapshot` and `PushActiveSnapshot` copy it.
+pub fn fresh_snapshot() -> pg_sys::Snapshot {
+    unsafe { pg_sys::GetCatalogSnapshot(pg_sys::InvalidOid) }
 }
 
 unsafe fn prepared_plan(query: &'static str, args: &[Arg]) -> pg_sys::SPIPlanPtr {
@@ -111,25 +131,16 @@ fn run(
             .map(|(_, value)| if value.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
             .collect();
         let status = match mode {
-            // GetLatestSnapshot() may not be taken during a parallel operation; there, use the
-            // statement's snapshot (and the caller keeps results only for this transaction).
-            Mode::Read => {
-                let snapshot = if pg_sys::IsInParallelMode() {
-                    pg_sys::GetActiveSnapshot()
-                } else {
-                    pg_sys::GetLatestSnapshot()
-                };
-                pg_sys::SPI_execute_snapshot(
-                    plan,
-                    values.as_mut_ptr(),
-                    nulls.as_ptr(),
-                    snapshot,
-                    std::ptr::null_mut(),
-                    true,
-                    false,
-                    0,
-                )
-            }
+            Mode::Read => pg_sys::SPI_execute_snapshot(
+                plan,
+                values.as_mut_ptr(),
+                nulls.as_ptr(),
+                fresh_snapshot(),
+                std::ptr::null_mut(),
+                true,
+                false,
+                0,
+            ),
             Mode::Write => {
                 pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0)
             }
@@ -138,50 +149,6 @@ fn run(
             pgrx::error!("pg_session_auth: an internal query failed (SPI status {status})");
         }
         (pg_sys::SPI_processed, collect_rows())
-    })
-}
-
-/// Streams the first column of every row of `query` (no parameters, no NULLs wanted), read
-/// as `run_as` under the latest snapshot, a batch at a time, to `each`. Not in parallel mode.
-pub fn scan_first_column(
-    run_as: pg_sys::Oid,
-    query: &'static str,
-    mut each: impl FnMut(pg_sys::Datum),
-) {
-    const BATCH: std::ffi::c_long = 10_000;
-    in_owner_context(Some(run_as), || unsafe {
-        let plan = prepared_plan(query, &[]);
-        // A read-only cursor reads under the active snapshot.
-        pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
-        let portal = pg_sys::SPI_cursor_open(
-            std::ptr::null(),
-            plan,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            true,
-        );
-        loop {
-            pg_sys::SPI_cursor_fetch(portal, true, BATCH);
-            let table = pg_sys::SPI_tuptable;
-            if pg_sys::SPI_processed == 0 || table.is_null() {
-                break;
-            }
-            for row in 0..pg_sys::SPI_processed as usize {
-                let mut is_null = false;
-                let value = pg_sys::SPI_getbinval(
-                    *(*table).vals.add(row),
-                    (*table).tupdesc,
-                    1,
-                    &mut is_null,
-                );
-                if !is_null {
-                    each(value);
-                }
-            }
-            pg_sys::SPI_freetuptable(table);
-        }
-        pg_sys::SPI_cursor_close(portal);
-        pg_sys::PopActiveSnapshot();
     })
 }
 

@@ -20,7 +20,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use pg_session_auth_core::revocation::{RevocationKeys, RevocationSource, UserCutoff};
+use pg_session_auth_core::revocation::{
+    RevocationKeys, RevocationSource, UserCutoff, EVERY_ISSUER,
+};
 use pg_session_auth_core::Claims;
 use pgrx::pg_sys;
 
@@ -45,6 +47,8 @@ struct Tables {
     /// Changes whenever a trigger on the tables is created, altered (disabled, enabled) or
     /// dropped: a filter built under other triggers may lack keys written meanwhile.
     triggers_version: u64,
+    /// Whether `revoked_users` keys cut-offs by issuer (not yet in a database at 0.2.0).
+    cutoffs_per_issuer: bool,
 }
 
 #[derive(Default)]
@@ -71,10 +75,12 @@ fn remember<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: 
 
 /// The tables, their owner and whether their triggers are intact.
 ///
-/// Intact means: both triggers of each table exist exactly as `sql/finalize.sql` creates them
-/// (same timing, level and events — `tgtype` 60: AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE
-/// FOR EACH STATEMENT; 21: AFTER INSERT OR UPDATE FOR EACH ROW — no `WHEN`, no columns, no
-/// transition tables, same arguments), fire `ALWAYS`, and call the extension's own C functions.
+/// Intact means: the three triggers of each table exist exactly as `sql/finalize.sql` creates
+/// them (same timing, level and events — `tgtype` 60: AFTER INSERT OR DELETE OR UPDATE OR
+/// TRUNCATE FOR EACH STATEMENT, fired `ALWAYS`; 29: AFTER INSERT OR DELETE OR UPDATE FOR EACH
+/// ROW, fired in `REPLICA` mode, for logical replication; 21: AFTER INSERT OR UPDATE FOR EACH
+/// ROW, fired `ALWAYS` — no `WHEN`, no columns, no transition tables, same arguments) and call
+/// the extension's own C functions.
 /// (Catalog columns, not deparsed text, which `quote_all_identifiers` would change.) The
 /// version covers every trigger on the tables and both functions, so any change to them is
 /// noticed (the filter is then rebuilt before it is used again).
@@ -85,16 +91,21 @@ fn find_tables() -> Tables {
                 (select pg_catalog.count(*) from pg_catalog.pg_trigger t \
                  join pg_catalog.pg_proc p on p.oid operator(pg_catalog.=) t.tgfoid \
                  where t.tgrelid operator(pg_catalog.=) c.oid \
-                   and t.tgenabled operator(pg_catalog.=) 'A' \
                    and p.prolang operator(pg_catalog.=) 13 \
                    and t.tgqual is null and t.tgoldtable is null and t.tgnewtable is null \
                    and t.tgconstraint operator(pg_catalog.=) 0 \
                    and pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]) operator(pg_catalog.=) 0 \
                    and (t.tgname::pg_catalog.text operator(pg_catalog.=) (c.relname::pg_catalog.text operator(pg_catalog.||) '_invalidate_cache') \
                         and p.prosrc operator(pg_catalog.=) 'invalidate_cached_state_wrapper' \
+                        and t.tgenabled operator(pg_catalog.=) 'A' \
                         and t.tgtype operator(pg_catalog.=) 60 and t.tgnargs operator(pg_catalog.=) 0 \
+                     or t.tgname::pg_catalog.text operator(pg_catalog.=) (c.relname::pg_catalog.text operator(pg_catalog.||) '_invalidate_cache_replica') \
+                        and p.prosrc operator(pg_catalog.=) 'invalidate_cached_state_wrapper' \
+                        and t.tgenabled operator(pg_catalog.=) 'R' \
+                        and t.tgtype operator(pg_catalog.=) 29 and t.tgnargs operator(pg_catalog.=) 0 \
                      or t.tgname::pg_catalog.text operator(pg_catalog.=) (c.relname::pg_catalog.text operator(pg_catalog.||) '_filter') \
                         and p.prosrc operator(pg_catalog.=) 'note_revocation_wrapper' \
+                        and t.tgenabled operator(pg_catalog.=) 'A' \
                         and t.tgtype operator(pg_catalog.=) 21 and t.tgnargs operator(pg_catalog.=) 1 \
                         and t.tgargs operator(pg_catalog.=) (pg_catalog.convert_to(pg_catalog.rtrim(pg_catalog.substr(c.relname, 9), 's'), 'SQL_ASCII') \
                             operator(pg_catalog.||) pg_catalog.decode('00', 'hex')))), \
@@ -104,7 +115,9 @@ fn find_tables() -> Tables {
                 (select pg_catalog.string_agg(p.oid::pg_catalog.text operator(pg_catalog.||) ':' \
                             operator(pg_catalog.||) p.xmin::pg_catalog.text, ',' order by p.oid) \
                  from pg_catalog.pg_proc p where p.oid operator(pg_catalog.=) any (array[ \
-                     pg_catalog.to_regproc('auth.note_revocation'), pg_catalog.to_regproc('auth.invalidate_cached_state')]::pg_catalog.oid[])) \
+                     pg_catalog.to_regproc('auth.note_revocation'), pg_catalog.to_regproc('auth.invalidate_cached_state')]::pg_catalog.oid[])), \
+                exists (select from pg_catalog.pg_attribute a where a.attrelid operator(pg_catalog.=) c.oid \
+                        and a.attname operator(pg_catalog.=) 'issuer' and not a.attisdropped) \
          from pg_catalog.pg_class c \
          join pg_catalog.pg_namespace n on n.oid operator(pg_catalog.=) c.relnamespace \
          where n.nspname operator(pg_catalog.=) 'auth' \
@@ -129,25 +142,19 @@ fn find_tables() -> Tables {
         };
         tables.oids[index] = pg_sys::Oid::from(oid);
         tables.owner = pg_sys::Oid::from(owner);
-        tables.triggers_intact &= number(&row[3]) == Some(2);
+        tables.triggers_intact &= number(&row[3]) == Some(3);
+        if index == 1 {
+            tables.cutoffs_per_issuer = row[6].as_deref() == Some("t");
+        }
         (index, &row[4], &row[5]).hash(&mut versions);
         found += 1;
     }
     if found != 3 {
         // Verification must not go on as if nothing were revoked.
-        raise_missing_tables();
+        crate::errors::raise_missing_tables("the revocation tables are");
     }
     tables.triggers_version = versions.finish();
     tables
-}
-
-fn raise_missing_tables() -> ! {
-    pgrx::ereport!(
-        ERROR,
-        pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        "pg_session_auth: the revocation tables are missing",
-        "Revocations cannot be checked; create the extension again (DROP EXTENSION and CREATE EXTENSION pg_session_auth)."
-    );
 }
 
 /// Starts a fresh generation of answers.
@@ -155,9 +162,6 @@ fn fresh_answers(generation: u64) -> Answers {
     let tables = find_tables();
     for oid in tables.oids {
         invalidation::watch(oid, Cache::Revocations);
-    }
-    if !owner_spi::snapshot_is_latest() {
-        invalidation::expire_at_transaction_end(Cache::Revocations);
     }
     Answers {
         generation,
@@ -197,7 +201,9 @@ fn parse_epoch(text: Option<&str>) -> Option<f64> {
 struct Known {
     session: bool,
     token: bool,
-    user: Option<UserCutoff>,
+    /// The subject's cut-offs at every issuer, and at the token's issuer.
+    user_everywhere: Option<UserCutoff>,
+    user_at_issuer: Option<UserCutoff>,
 }
 
 impl RevocationSource for Known {
@@ -209,9 +215,62 @@ impl RevocationSource for Known {
         self.token
     }
 
-    fn user_cutoff(&mut self, _user_id: &str) -> Option<UserCutoff> {
-        self.user
+    fn user_cutoff(&mut self, _user_id: &str, issuer: &str) -> Option<UserCutoff> {
+        if issuer == EVERY_ISSUER {
+            self.user_everywhere
+        } else {
+            self.user_at_issuer
+        }
     }
+}
+
+/// How kept per-user answers are keyed: issuer and subject (neither holds a NUL character).
+fn user_key(issuer: &str, user: &str) -> String {
+    format!("{issuer}\0{user}")
+}
+
+/// The lookup of one token's missing answers: $1 session, $2 jti, $3 subject at every issuer,
+/// $4 subject at issuer $5 (each NULL when not needed).
+const LOOKUP: &str = "select exists (select from auth.revoked_sessions s where s.session_id operator(pg_catalog.=) $1), \
+        exists (select from auth.revoked_tokens t where t.jti operator(pg_catalog.=) $2), \
+        a.found, a.revoked_before, a.others_revoked_before, a.keep_session_id, \
+        i.found, i.revoked_before, i.others_revoked_before, i.keep_session_id \
+ from (select) as one left join lateral ( \
+     select true as found, \
+            pg_catalog.date_part('epoch', r.revoked_before) as revoked_before, \
+            pg_catalog.date_part('epoch', r.others_revoked_before) as others_revoked_before, \
+            r.keep_session_id \
+     from auth.revoked_users r \
+     where r.user_id operator(pg_catalog.=) $3 and r.issuer operator(pg_catalog.=) '') as a on true \
+ left join lateral ( \
+     select true as found, \
+            pg_catalog.date_part('epoch', r.revoked_before) as revoked_before, \
+            pg_catalog.date_part('epoch', r.others_revoked_before) as others_revoked_before, \
+            r.keep_session_id \
+     from auth.revoked_users r \
+     where r.user_id operator(pg_catalog.=) $4 and r.issuer operator(pg_catalog.=) $5) as i on true";
+
+/// [`LOOKUP`] for a database still at version 0.2.0, whose cut-offs hold at every issuer.
+const LOOKUP_BEFORE_ISSUERS: &str = "select exists (select from auth.revoked_sessions s where s.session_id operator(pg_catalog.=) $1), \
+        exists (select from auth.revoked_tokens t where t.jti operator(pg_catalog.=) $2), \
+        a.found, a.revoked_before, a.others_revoked_before, a.keep_session_id, \
+        null, null, null, null \
+ from (select) as one left join lateral ( \
+     select true as found, \
+            pg_catalog.date_part('epoch', r.revoked_before) as revoked_before, \
+            pg_catalog.date_part('epoch', r.others_revoked_before) as others_revoked_before, \
+            r.keep_session_id \
+     from auth.revoked_users r \
+     where r.user_id operator(pg_catalog.=) $3) as a on true";
+
+fn cutoff_from(row: &[Option<String>]) -> Option<UserCutoff> {
+    (row[0].as_deref() == Some("t")).then(|| UserCutoff {
+        revoked_before: parse_epoch(row[1].as_deref()),
+        others_revoked_before: parse_epoch(row[2].as_deref()),
+        keep_session: row[3]
+            .as_deref()
+            .and_then(pg_session_auth_core::identity::parse_uuid),
+    })
 }
 
 impl Answers {
@@ -241,38 +300,52 @@ impl Answers {
             self.tokens.clear();
             self.users.clear();
         }
-        let session = keys.session.and_then(|s| self.sessions.get(&s).copied());
-        let token = keys.jti.and_then(|j| self.tokens.get(j).copied());
-        let user = keys
+        let everywhere_key = keys.user.as_deref().map(|u| user_key(EVERY_ISSUER, u));
+        let issuer_key = keys
             .user
             .as_deref()
-            .and_then(|u| self.users.get(u).copied());
+            .zip(keys.issuer)
+            .map(|(u, issuer)| user_key(issuer, u));
+        let session = keys.session.and_then(|s| self.sessions.get(&s).copied());
+        let token = keys.jti.and_then(|j| self.tokens.get(j).copied());
+        let everywhere = everywhere_key
+            .as_ref()
+            .and_then(|k| self.users.get(k).copied());
+        let at_issuer = issuer_key.as_ref().and_then(|k| self.users.get(k).copied());
         let missing_session = keys.session.filter(|_| session.is_none());
         let missing_jti = keys.jti.filter(|_| token.is_none());
-        let missing_user = keys.user.as_deref().filter(|_| user.is_none());
+        let missing_everywhere = keys.user.as_deref().filter(|_| everywhere.is_none());
+        let missing_at_issuer = keys
+            .user
+            .as_deref()
+            .filter(|_| issuer_key.is_some() && at_issuer.is_none());
         let mut known = Known {
             session: session.unwrap_or(false),
             token: token.unwrap_or(false),
-            user: user.flatten(),
+            user_everywhere: everywhere.flatten(),
+            user_at_issuer: at_issuer.flatten(),
         };
-        if missing_session.is_none() && missing_jti.is_none() && missing_user.is_none() {
+        if missing_session.is_none()
+            && missing_jti.is_none()
+            && missing_everywhere.is_none()
+            && missing_at_issuer.is_none()
+        {
             return known;
         }
+        let query = if tables.cutoffs_per_issuer {
+            LOOKUP
+        } else {
+            LOOKUP_BEFORE_ISSUERS
+        };
         let rows = owner_spi::select(
             Some(tables.owner),
-            "select exists (select from auth.revoked_sessions s where s.session_id operator(pg_catalog.=) $1), \
-                    exists (select from auth.revoked_tokens t where t.jti operator(pg_catalog.=) $2), \
-                    u.found, u.revoked_before, u.others_revoked_before, u.keep_session_id \
-             from (select) as one left join lateral ( \
-                 select true as found, \
-                        pg_catalog.date_part('epoch', r.revoked_before) as revoked_before, \
-                        pg_catalog.date_part('epoch', r.others_revoked_before) as others_revoked_before, \
-                        r.keep_session_id \
-                 from auth.revoked_users r where r.user_id operator(pg_catalog.=) $3) as u on true",
+            query,
             &[
                 uuid_arg(missing_session),
                 text_arg_or_null(missing_jti),
-                text_arg_or_null(missing_user),
+                text_arg_or_null(missing_everywhere),
+                text_arg_or_null(missing_at_issuer),
+                text_arg_or_null(missing_at_issuer.and(keys.issuer)),
             ],
         );
         let row = rows.first().expect("the lookup returns one row");
@@ -286,17 +359,18 @@ impl Answers {
                 remember(&mut self.tokens, j.to_owned(), known.token);
             }
         }
-        if let Some(u) = missing_user {
-            known.user = (row[2].as_deref() == Some("t")).then(|| UserCutoff {
-                revoked_before: parse_epoch(row[3].as_deref()),
-                others_revoked_before: parse_epoch(row[4].as_deref()),
-                keep_session: row[5]
-                    .as_deref()
-                    .and_then(pg_session_auth_core::identity::parse_uuid),
-            });
-            if u.len() <= MAX_CACHED_KEY_BYTES {
-                remember(&mut self.users, u.to_owned(), known.user);
+        let mut remember_user = |key: Option<String>, cutoff: Option<UserCutoff>| {
+            if let Some(key) = key.filter(|k| k.len() <= MAX_CACHED_KEY_BYTES) {
+                remember(&mut self.users, key, cutoff);
             }
+        };
+        if missing_everywhere.is_some() {
+            known.user_everywhere = cutoff_from(&row[2..6]);
+            remember_user(everywhere_key, known.user_everywhere);
+        }
+        if missing_at_issuer.is_some() {
+            known.user_at_issuer = cutoff_from(&row[6..10]);
+            remember_user(issuer_key, known.user_at_issuer);
         }
         known
     }
@@ -410,7 +484,7 @@ pub fn build_filter(force: bool) -> BuildOutcome {
     let tables = answers.tables;
     ANSWERS.with(|slot| *slot.borrow_mut() = Some(answers));
     if tables.triggers_intact {
-        revocation_filter::build_here(&tables.incarnation(), tables.owner, force)
+        revocation_filter::build_here(&tables.incarnation(), force)
     } else {
         BuildOutcome::NotHere
     }

@@ -11,12 +11,12 @@
 //!   new key to the filter while the writing transaction still holds its table lock, whenever
 //!   the filter is `BUILDING` or `VALID`;
 //! - a build ([`build`], run by a background worker that a check starts, or by
-//!   `auth.rebuild_revocation_filter()`) clears the filter, marks it `BUILDING`, then waits for every
-//!   transaction that held a write lock on the tables before that (their keys may have been
-//!   cleared or skipped), then adds every row it reads under a fresh snapshot. Transactions
-//!   that lock the tables later see `BUILDING` in their trigger (the lock manager's LWLocks
-//!   order the two). (Auto)vacuums' locks are not waited for: they write no rows. The wait is
-//!   bounded; a build that cannot finish it gives up and is retried a second later;
+//!   `auth.rebuild_revocation_filter()`) clears the filter, marks it `BUILDING`, then adds
+//!   every row it reads under a dirty snapshot ([`fill`]): committed rows and rows of writers
+//!   still in progress, prepared transactions included. A writer's trigger runs after its row
+//!   is in the heap, so a key added to the words before they were cleared belongs to a row the
+//!   scan sees, and a key added after lands in the new filter. No build waits for writers, so
+//!   none gives up, and a rebuild never leaves a valid filter invalid unless it fails;
 //! - readers use a filter only while it is `VALID` for their database and for the current
 //!   incarnation of the tables (their OIDs), and re-read its status after probing, so a
 //!   rebuild that starts meanwhile sends them to the exact lookup (a sequence lock). A claim
@@ -46,15 +46,12 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::gucs;
-use crate::owner_spi;
 
 /// Databases that can have a filter at the same time (a slot each).
 pub const MAX_DATABASES: usize = 4;
-/// How long a build waits for earlier writers to finish before giving up.
-const BUILD_WAIT_MS: u64 = 2_000;
 /// At most one build worker is started per this interval, cluster-wide.
 const WORKER_LAUNCH_INTERVAL_MS: i64 = 200;
-/// How long after a build gave up (or failed) the next one may start.
+/// How long after a build failed (an error, a cancel) the next one may start.
 const RETRY_AFTER_MS: i64 = 1_000;
 
 const SHMEM_NAME: &CStr = c"pg_session_auth revocation filter";
@@ -468,8 +465,6 @@ pub enum BuildOutcome {
     NotNow,
     /// All slots are taken by other databases.
     NoSlot,
-    /// Writers did not finish in time; a later check retries.
-    GaveUp,
     /// This session may not build now (see [`may_build_here`]).
     NotHere,
     /// No shared filter (not preloaded, turned off, or a standby).
@@ -511,12 +506,7 @@ fn relation_lock_tag(relation: pg_sys::Oid) -> pg_sys::LOCKTAG {
 
 /// Clears and refills this database's filter from the tables. With `force`, also when it is
 /// valid. See the module documentation for why no committed key can be missed.
-fn build(
-    header: &Header,
-    incarnation: &Incarnation,
-    owner: pg_sys::Oid,
-    force: bool,
-) -> BuildOutcome {
+fn build(header: &Header, incarnation: &Incarnation, force: bool) -> BuildOutcome {
     let tables = &incarnation.tables;
     if !may_build_here(tables) {
         return BuildOutcome::NotHere;
@@ -595,19 +585,14 @@ fn build(
             }
         })
     };
-    // On any error (a cancel while waiting, a statement timeout while reading), leave the
-    // slot to the next build instead of "being built" by a session that has moved on.
-    let filled =
-        PgTryBuilder::new(|| earlier_writers_finished(tables).then(|| fill(&filter, owner)))
-            .catch_others(|error| {
-                give_up();
-                error.rethrow()
-            })
-            .execute();
-    let Some(filled) = filled else {
-        give_up();
-        return BuildOutcome::GaveUp;
-    };
+    // On any error (a cancel, a statement timeout while reading), leave the slot to the next
+    // build instead of "being built" by a session that has moved on.
+    let filled = PgTryBuilder::new(|| fill(&filter, tables))
+        .catch_others(|error| {
+            give_up();
+            error.rethrow()
+        })
+        .execute();
     header.locked(|| {
         if slot.status.load(Ordering::Relaxed) != building {
             return BuildOutcome::NotNow; // Taken over by a later build.
@@ -626,72 +611,31 @@ fn builder_is_alive(pid: i32) -> bool {
     pid != 0 && unsafe { !pg_sys::BackendPidGetProc(pid).is_null() }
 }
 
-/// Waits (boundedly) until every transaction that held a write lock on one of the tables
-/// when this was called has ended.
-fn earlier_writers_finished(tables: &[pg_sys::Oid; 3]) -> bool {
-    let vacuums = vacuum_transactions();
-    let mut writers = Vec::new();
-    for table in tables {
-        let tag = relation_lock_tag(*table);
-        unsafe {
-            let mut count = 0;
-            let conflicts =
-                pg_sys::GetLockConflicts(&tag, pg_sys::ShareLock as pg_sys::LOCKMODE, &mut count);
-            for n in 0..count.max(0) as usize {
-                let writer = *conflicts.add(n);
-                // VACUUM's lock conflicts too, but it writes no rows.
-                if !vacuums.contains(&(writer.backendId, writer.localTransactionId)) {
-                    writers.push(writer);
-                }
-            }
-        }
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(BUILD_WAIT_MS);
-    loop {
-        writers.retain(|writer| unsafe { !pg_sys::VirtualXactLock(*writer, false) });
-        if writers.is_empty() {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        pgrx::check_for_interrupts!();
-        unsafe { pg_sys::pg_usleep(1_000) };
-    }
-}
-
-/// The virtual transactions of VACUUMs (manual or automatic) running now.
-fn vacuum_transactions() -> Vec<(pg_sys::BackendId, pg_sys::LocalTransactionId)> {
-    // Only VACUUM itself: an autovacuum worker's ANALYZE may run user code.
-    const VACUUM_FLAGS: u8 = pg_sys::PROC_IN_VACUUM as u8;
-    unsafe {
-        let global = &*pg_sys::ProcGlobal;
-        (0..global.allProcCount as usize)
-            .map(|n| &*global.allProcs.add(n))
-            .filter(|proc_| proc_.pid != 0 && proc_.statusFlags & VACUUM_FLAGS != 0)
-            .map(|proc_| (proc_.backendId, proc_.lxid))
-            .collect()
-    }
-}
-
 /// Adds every key in the tables; returns how many.
-fn fill(filter: &RevocationFilter<'_>, owner: pg_sys::Oid) -> u64 {
+///
+/// Read under a dirty snapshot: besides committed rows it sees rows whose writer is still in
+/// progress — an open transaction, or a prepared one (`PREPARE TRANSACTION`) that may commit
+/// at any later time — so no build has to wait for writers. A writer's row is in the heap
+/// before its row trigger runs: a key whose trigger added it to the words this build cleared
+/// belongs to a row that was already there when this scan began. Rows of writers that roll
+/// back only cost false positives. A row deleted by a committed transaction is not seen.
+fn fill(filter: &RevocationFilter<'_>, tables: &[pg_sys::Oid; 3]) -> u64 {
+    let [sessions, users, tokens] = *tables;
     let mut keys = 0u64;
-    owner_spi::scan_first_column(
-        owner,
-        "select session_id from auth.revoked_sessions",
-        |datum| {
-            let bytes = unsafe { &*(datum.cast_mut_ptr::<[u8; 16]>()) };
-            filter.insert(FilterKey::Session(bytes));
-            keys += 1;
-        },
-    );
-    owner_spi::scan_first_column(owner, "select user_id from auth.revoked_users", |datum| {
+    scan_key_column(sessions, c"session_id", |datum| {
+        // SAFETY: a uuid datum points at its 16 bytes, alive while the scan is on the tuple.
+        let bytes = unsafe { &*(datum.cast_mut_ptr::<[u8; 16]>()) };
+        filter.insert(FilterKey::Session(bytes));
+        keys += 1;
+    });
+    scan_key_column(users, c"user_id", |datum| {
+        // SAFETY: a text datum of the tuple being read (detoasted by from_datum).
         let user = unsafe { <&str>::from_datum(datum, false) }.unwrap_or_default();
         filter.insert(FilterKey::User(user));
         keys += 1;
     });
-    owner_spi::scan_first_column(owner, "select jti from auth.revoked_tokens", |datum| {
+    scan_key_column(tokens, c"jti", |datum| {
+        // SAFETY: as above.
         let jti = unsafe { <&str>::from_datum(datum, false) }.unwrap_or_default();
         filter.insert(FilterKey::Token(jti));
         keys += 1;
@@ -699,12 +643,47 @@ fn fill(filter: &RevocationFilter<'_>, owner: pg_sys::Oid) -> u64 {
     keys
 }
 
+/// Hands the non-NULL values of one column of every row a dirty snapshot sees to `each`
+/// (a sequential scan of the heap; no SQL, no permission checks: the tables are the
+/// extension's own).
+fn scan_key_column(relation: pg_sys::Oid, column: &CStr, mut each: impl FnMut(pg_sys::Datum)) {
+    unsafe {
+        let rel = pg_sys::table_open(relation, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let attnum = pg_sys::get_attnum(relation, column.as_ptr());
+        if attnum <= 0 {
+            pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+            return;
+        }
+        let mut dirty: pg_sys::SnapshotData = std::mem::zeroed();
+        dirty.snapshot_type = pg_sys::SnapshotType::SNAPSHOT_DIRTY;
+        let scan = pg_sys::table_beginscan(rel, &mut dirty, 0, ptr::null_mut());
+        let tupdesc = (*rel).rd_att;
+        let natts = (*tupdesc).natts as usize;
+        let mut values = vec![pg_sys::Datum::from(0); natts];
+        let mut nulls = vec![true; natts];
+        let index = attnum as usize - 1;
+        loop {
+            pgrx::check_for_interrupts!();
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            pg_sys::heap_deform_tuple(tuple, tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            if !nulls[index] {
+                each(values[index]);
+            }
+        }
+        pg_sys::heap_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+    }
+}
+
 /// Builds this database's filter in this session: only when it is not valid (the build
 /// worker), or with `force` also when it is (`auth.rebuild_revocation_filter()`).
-pub fn build_here(incarnation: &Incarnation, owner: pg_sys::Oid, force: bool) -> BuildOutcome {
+pub fn build_here(incarnation: &Incarnation, force: bool) -> BuildOutcome {
     match shared() {
         Some(header) if unsafe { !pg_sys::RecoveryInProgress() } => {
-            build(header, incarnation, owner, force)
+            build(header, incarnation, force)
         }
         _ => BuildOutcome::Unavailable,
     }

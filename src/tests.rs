@@ -89,12 +89,19 @@ mod tests {
     }
 
     #[pg_test]
-    fn verify_resolves_duplicate_claims_once() {
+    fn verify_refuses_duplicate_names() {
         setup();
         let exp = now() + 600;
         let payload = format!(r#"{{"sub":"a","sub":"b","exp":{exp}}}"#);
         let token = sign_raw(r#"{"alg":"HS256","kid":"k1"}"#, &payload, SECRET.as_bytes());
-        assert_eq!(verify(&token), json!({"sub": "b", "exp": exp}));
+        assert_eq!(verify_error(&token), "28000: invalid token: malformed");
+        let payload = format!(r#"{{"sub":"a","exp":{exp}}}"#);
+        let token = sign_raw(
+            r#"{"alg":"none","alg":"HS256","kid":"k1"}"#,
+            &payload,
+            SECRET.as_bytes(),
+        );
+        assert_eq!(verify_error(&token), "28000: invalid token: malformed");
     }
 
     #[pg_test]

@@ -1,7 +1,9 @@
 //! One verification as the SQL functions perform it: the trusted settings, the statement's
 //! clock and the cached keyring, handed to the core.
 
-use pg_session_auth_core::{verify, ClaimRules, Claims, Policy, Rejection, VerifyError};
+use pg_session_auth_core::{
+    verify_with_key, ClaimRules, Claims, KeyRef, Policy, Rejection, VerifyError,
+};
 use pgrx::pg_sys;
 
 use crate::{errors, gucs, keyring, revocation};
@@ -9,16 +11,23 @@ use crate::{errors, gucs, keyring, revocation};
 /// Seconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const POSTGRES_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
 
-/// The current statement's start time, in Unix seconds: every check in one statement uses
-/// the same clock, and a new statement sees time move on.
-pub fn statement_time() -> i64 {
-    let micros = unsafe { pg_sys::GetCurrentStatementStartTimestamp() };
+/// The clock of every check, in Unix seconds: when the current statement started, or when
+/// the current transaction did if that is later. Every check in one statement uses the same
+/// clock and a new statement sees time move on; inside a procedure or `DO` block that
+/// commits, the statement (`CALL`) never ends but each new transaction starts at the real
+/// time, so a token expires there too. Parallel workers get both times from their leader.
+pub fn check_time() -> i64 {
+    let micros = unsafe {
+        pg_sys::GetCurrentStatementStartTimestamp()
+            .max(pg_sys::GetCurrentTransactionStartTimestamp())
+    };
     micros.div_euclid(1_000_000) + POSTGRES_EPOCH_UNIX_SECONDS
 }
 
-/// Verifies `token` (signature, claims, then revocation) or raises the documented error. A NULL token is a malformed one: no
-/// caller may read a NULL result as "no identity, carry on".
-pub fn verify_or_raise(token: Option<&str>) -> Claims {
+/// Verifies `token` (signature, claims, then revocation) or raises the documented error. A
+/// NULL token is a malformed one: no caller may read a NULL result as "no identity, carry on".
+/// Returns the claims and the key that verified them.
+pub fn verify_or_raise(token: Option<&str>) -> (Claims, KeyRef) {
     let Some(token) = token else {
         errors::raise_verify_error(&VerifyError::Rejected(Rejection::Malformed(
             "The token is NULL.",
@@ -35,13 +44,14 @@ pub fn verify_or_raise(token: Option<&str>) -> Claims {
             max_lifetime: gucs::max_token_lifetime(),
         },
     };
-    let now = statement_time();
-    let claims = match keyring::with_keyring(|keys| verify(token, keys, &policy, now)) {
-        Ok(claims) => claims,
-        Err(error) => errors::raise_verify_error(&error),
-    };
+    let now = check_time();
+    let (claims, key) =
+        match keyring::with_keyring(|keys| verify_with_key(token, keys, &policy, now)) {
+            Ok(verified) => verified,
+            Err(error) => errors::raise_verify_error(&error),
+        };
     if revocation::claims_revoked(&claims) {
         errors::raise_verify_error(&VerifyError::Rejected(Rejection::Revoked));
     }
-    claims
+    (claims, key)
 }

@@ -67,7 +67,7 @@ impl RevocationSource for Known {
     fn token_revoked(&mut self, _: &str) -> bool {
         self.token
     }
-    fn user_cutoff(&mut self, _: &str) -> Option<UserCutoff> {
+    fn user_cutoff(&mut self, _: &str, _: &str) -> Option<UserCutoff> {
         self.user
     }
 }

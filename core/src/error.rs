@@ -29,6 +29,10 @@ pub enum Rejection {
     IssuedInFuture,
     #[error("wrong issuer")]
     WrongIssuer,
+    /// The token's key is bound to an issuer (`auth.add_key(..., issuer => ...)`) that the
+    /// token's `iss` is not.
+    #[error("wrong issuer")]
+    KeyIssuerMismatch,
     #[error("wrong audience")]
     WrongAudience,
     #[error("missing claim")]
@@ -82,6 +86,9 @@ impl Rejection {
             Rejection::NotYetValid => "The token's nbf claim is in the future.".into(),
             Rejection::IssuedInFuture => "The token's iat claim is in the future.".into(),
             Rejection::WrongIssuer => "The token's iss claim is not pg_session_auth.issuer.".into(),
+            Rejection::KeyIssuerMismatch => {
+                "The token's iss claim is not the issuer its key is bound to.".into()
+            }
             Rejection::WrongAudience => {
                 "The token's aud claim does not contain pg_session_auth.audience.".into()
             }

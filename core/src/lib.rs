@@ -23,10 +23,10 @@ pub use claims::{check_claims, ClaimRules};
 pub use error::{KeyError, Rejection, VerifyError};
 pub use jwk::{check_kid, parse_jwks, JwksEntry, MAX_JWKS_KEYS, MAX_KID_BYTES};
 pub use key::{parse_key, StoredKey, VerifyingKey};
-pub use keyring::{KeyEntry, Keyring};
+pub use keyring::{KeyEntry, KeyRef, Keyring};
 pub use token::{parse_compact, CompactJws, Header};
-pub use verify::{verify, Policy};
+pub use verify::{verify, verify_with_key, Policy};
 
-/// Claims of a verified token: the payload's JSON object, duplicate names resolved by the
-/// parser (the last one wins, as in PostgreSQL's `jsonb`).
+/// Claims of a verified token: the payload's JSON object (a token that names a claim twice
+/// is refused as malformed).
 pub type Claims = serde_json::Map<String, serde_json::Value>;

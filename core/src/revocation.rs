@@ -2,8 +2,10 @@
 //!
 //! Three kinds of revocation exist: a session (`session_id`, else `sid`), a single token
 //! (`jti`), and a per-user cut-off ("every token of this subject issued at or before T",
-//! optionally sparing one session, for "sign out everywhere else"). Where the revocations are
-//! stored, and how lookups are cached, is the caller's business ([`RevocationSource`]).
+//! optionally sparing one session, for "sign out everywhere else"). A cut-off holds for the
+//! subject at one issuer (the tokens' `iss`), or at every issuer ([`EVERY_ISSUER`]): the same
+//! `sub` at two identity providers is two users. Where the revocations are stored, and how
+//! lookups are cached, is the caller's business ([`RevocationSource`]).
 
 use serde_json::Value;
 
@@ -41,12 +43,16 @@ impl UserCutoff {
     }
 }
 
+/// The issuer of a cut-off that holds for the subject at every issuer (also what a token
+/// without `iss` signs out).
+pub const EVERY_ISSUER: &str = "";
+
 /// Where revocations are looked up.
-/// Users are looked up by [`canonical_user_id`].
+/// Users are looked up by [`canonical_user_id`] and issuer ([`EVERY_ISSUER`] or an `iss`).
 pub trait RevocationSource {
     fn session_revoked(&mut self, session_id: &[u8; 16]) -> bool;
     fn token_revoked(&mut self, jti: &str) -> bool;
-    fn user_cutoff(&mut self, user_id: &str) -> Option<UserCutoff>;
+    fn user_cutoff(&mut self, user_id: &str, issuer: &str) -> Option<UserCutoff>;
 }
 
 /// The keys under which a token's revocations are stored, worked out once per check.
@@ -56,6 +62,9 @@ pub struct RevocationKeys<'c> {
     pub jti: Option<&'c str>,
     /// The subject in [`canonical_user_id`] form.
     pub user: Option<String>,
+    /// The token's issuer (`iss`, when a non-empty string): cut-offs for the subject at that
+    /// issuer apply besides those for every issuer.
+    pub issuer: Option<&'c str>,
     pub iat: Option<f64>,
 }
 
@@ -65,6 +74,7 @@ impl<'c> RevocationKeys<'c> {
             session: session_id(claims),
             jti: string_claim(claims, "jti"),
             user: string_claim(claims, "sub").map(canonical_user_id),
+            issuer: string_claim(claims, "iss").filter(|iss| !iss.is_empty()),
             iat: claims.get("iat").and_then(Value::as_f64),
         }
     }
@@ -89,10 +99,14 @@ impl<'c> RevocationKeys<'c> {
         {
             return true;
         }
-        self.user
-            .as_deref()
-            .and_then(|user| source.user_cutoff(user))
-            .is_some_and(|cutoff| cutoff.revokes(self.iat, self.session))
+        let Some(user) = self.user.as_deref() else {
+            return false;
+        };
+        [Some(EVERY_ISSUER), self.issuer]
+            .into_iter()
+            .flatten()
+            .filter_map(|issuer| source.user_cutoff(user, issuer))
+            .any(|cutoff| cutoff.revokes(self.iat, self.session))
     }
 }
 

@@ -1,11 +1,9 @@
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde_json::Value;
 
 use crate::algorithm::Algorithm;
 use crate::claims::{check_claims, ClaimRules};
 use crate::error::{Rejection, VerifyError};
-use crate::keyring::Keyring;
+use crate::keyring::{KeyRef, Keyring};
 use crate::token::parse_compact;
 use crate::Claims;
 
@@ -14,17 +12,6 @@ use crate::Claims;
 pub struct Policy<'a> {
     pub max_token_bytes: usize,
     pub claims: ClaimRules<'a>,
-}
-
-fn contains_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(contains_nul),
-        Value::Object(object) => object
-            .iter()
-            .any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        _ => false,
-    }
 }
 
 /// Verifies a compact JWS and returns its claims.
@@ -38,6 +25,16 @@ pub fn verify(
     policy: &Policy<'_>,
     now: i64,
 ) -> Result<Claims, VerifyError> {
+    verify_with_key(token, keyring, policy, now).map(|(claims, _)| claims)
+}
+
+/// [`verify`], also saying which key verified the token.
+pub fn verify_with_key(
+    token: &str,
+    keyring: &Keyring,
+    policy: &Policy<'_>,
+    now: i64,
+) -> Result<(Claims, KeyRef), VerifyError> {
     let jws = parse_compact(token, policy.max_token_bytes)?;
     let alg = Algorithm::from_name(&jws.header.alg)
         .ok_or_else(|| Rejection::UnsupportedAlgorithm(jws.header.alg.clone()))?;
@@ -55,17 +52,16 @@ pub fn verify(
     {
         return Err(Rejection::BadSignature.into());
     }
-    let payload = URL_SAFE_NO_PAD
-        .decode(jws.payload_b64)
-        .map_err(|_| Rejection::Malformed("The payload is not base64url without padding."))?;
-    let claims: Claims = serde_json::from_slice(&payload)
-        .map_err(|_| Rejection::Malformed("The payload is not a JSON object."))?;
-    if claims
-        .iter()
-        .any(|(k, v)| k.contains('\0') || contains_nul(v))
-    {
-        return Err(Rejection::Malformed("The claims contain a NUL character (\\u0000).").into());
+    let claims = jws.claims()?;
+    if let Some(issuer) = &entry.issuer {
+        if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+            return Err(Rejection::KeyIssuerMismatch.into());
+        }
     }
     check_claims(&claims, &policy.claims, now)?;
-    Ok(claims)
+    let key = KeyRef {
+        kid: entry.kid.clone(),
+        fingerprint: entry.fingerprint,
+    };
+    Ok((claims, key))
 }

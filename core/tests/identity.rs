@@ -208,9 +208,9 @@ impl RevocationSource for Table {
         self.lookups.push("token".into());
         self.tokens.contains(&jti)
     }
-    fn user_cutoff(&mut self, user_id: &str) -> Option<UserCutoff> {
+    fn user_cutoff(&mut self, user_id: &str, issuer: &str) -> Option<UserCutoff> {
         self.lookups.push(format!("user {user_id}"));
-        self.users.get(user_id).copied()
+        self.users.get(&format!("{issuer}|{user_id}")).copied()
     }
 }
 
@@ -222,7 +222,7 @@ fn revocation_rules() {
         ..Table::default()
     };
     table.users.insert(
-        "0b4f8a56-2f1c-4a3e-8d77-5c9e1b2a3d40".into(),
+        "|0b4f8a56-2f1c-4a3e-8d77-5c9e1b2a3d40".into(),
         UserCutoff {
             revoked_before: Some(100.0),
             ..UserCutoff::default()
@@ -260,4 +260,40 @@ fn revocation_rules() {
         table.lookups.is_empty(),
         "nothing to look up without jti, session or sub"
     );
+}
+
+#[test]
+fn user_cutoffs_are_per_issuer() {
+    const USER: &str = "0b4f8a56-2f1c-4a3e-8d77-5c9e1b2a3d40";
+    let cutoff = UserCutoff {
+        revoked_before: Some(100.0),
+        ..UserCutoff::default()
+    };
+    let mut table = Table::default();
+    table
+        .users
+        .insert(format!("https://a.example|{USER}"), cutoff);
+    let revoked = |table: &mut Table, value| is_revoked(&claims(value), table);
+    assert!(revoked(
+        &mut table,
+        json!({"sub": USER, "iss": "https://a.example", "iat": 99})
+    ));
+    assert!(
+        !revoked(
+            &mut table,
+            json!({"sub": USER, "iss": "https://b.example", "iat": 99})
+        ),
+        "the same subject at another issuer is another user"
+    );
+    assert!(
+        !revoked(&mut table, json!({"sub": USER, "iat": 99})),
+        "a token without iss is not under one issuer's cut-off"
+    );
+    table.users.insert(format!("|{USER}"), cutoff);
+    for iss in [json!("https://b.example"), json!(""), json!(null), json!(7)] {
+        assert!(
+            revoked(&mut table, json!({"sub": USER, "iss": iss, "iat": 99})),
+            "a cut-off for every issuer applies whatever the iss ({iss})"
+        );
+    }
 }

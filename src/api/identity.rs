@@ -7,25 +7,26 @@
 
 use pg_session_auth_core::identity;
 use pgrx::prelude::*;
-use pgrx::{JsonB, Uuid};
+use pgrx::Uuid;
 
 use crate::identity::{bind, claim_text, current_claims, request_rejection, whole_claims};
+use crate::jsonb::JsonbObject;
 use crate::verification::verify_or_raise;
 
 /// `auth.authenticate(token)`: verifies the token with every rule of `auth.verify`, binds its
 /// claims to the current transaction (and switches to the role it names, when allowed), and
 /// returns the claims.
 #[pg_extern(volatile, parallel_unsafe)]
-fn authenticate(token: Option<&str>) -> JsonB {
-    let claims = verify_or_raise(token);
-    bind(&claims);
-    JsonB(serde_json::Value::Object(claims))
+fn authenticate(token: Option<&str>) -> JsonbObject {
+    let (claims, key) = verify_or_raise(token);
+    bind(&claims, &key);
+    JsonbObject(claims)
 }
 
 /// `auth.jwt()`: all claims of the current identity, or NULL.
 #[pg_extern(stable, parallel_safe)]
-fn jwt() -> Option<JsonB> {
-    whole_claims().map(|claims| JsonB(serde_json::Value::Object((*claims).clone())))
+fn jwt() -> Option<JsonbObject> {
+    whole_claims().map(|claims| JsonbObject((*claims).clone()))
 }
 
 /// `auth.uid()`: `sub` as a UUID; NULL when there is no identity or `sub` is no UUID.

@@ -4,9 +4,12 @@
 
 use pg_session_auth_core::{check_kid, parse_jwks, parse_key, Algorithm, StoredKey, VerifyingKey};
 use pgrx::prelude::*;
-use pgrx::{IntoDatum, JsonB};
+use pgrx::{IntoDatum, PgSqlErrorCode};
 
-use crate::errors::{raise_invalid_parameter, raise_key_error};
+use crate::errors::{
+    raise, raise_invalid_parameter, raise_key_error, raise_missing_tables, required,
+};
+use crate::jsonb::{object_to_jsonb, JsonbArgument};
 use crate::owner_spi::{self, text_arg};
 
 fn algorithm(name: &str) -> Algorithm {
@@ -19,60 +22,107 @@ fn algorithm(name: &str) -> Algorithm {
     })
 }
 
-/// Inserts or replaces a key (a replaced key is active again).
-fn store_key(kid: &str, alg: Algorithm, stored: &StoredKey) {
+/// An issuer a key is bound to: 1 to 1024 bytes.
+fn checked_issuer(issuer: Option<&str>) -> Option<&str> {
+    let issuer = issuer?;
+    if issuer.is_empty() || issuer.len() > 1024 {
+        raise_invalid_parameter("an issuer must be 1 to 1024 bytes", None);
+    }
+    Some(issuer)
+}
+
+/// Inserts or replaces a key (a replaced key is active again, bound to `issuer` or to none).
+fn store_key(kid: &str, alg: Algorithm, stored: &StoredKey, issuer: Option<&str>) {
     if let Err(error) = VerifyingKey::new(alg, stored) {
         raise_key_error(&error);
     }
     let (secret, public_jwk) = match stored {
         StoredKey::Secret(secret) => (Some(secret.clone()), None),
-        StoredKey::PublicJwk(jwk) => (None, Some(JsonB(serde_json::Value::Object(jwk.clone())))),
+        StoredKey::PublicJwk(jwk) => (None, Some(object_to_jsonb(jwk))),
     };
-    let Some((_, owner)) = owner_spi::relation_and_owner("keys") else {
-        pgrx::error!("pg_session_auth: auth.keys is missing");
+    let Some((relid, owner)) = owner_spi::relation_and_owner("keys") else {
+        raise_missing_tables("auth.keys is");
     };
+    let args = [
+        text_arg(kid),
+        text_arg(alg.name()),
+        (pg_sys::BYTEAOID, secret.into_datum()),
+        (pg_sys::JSONBOID, public_jwk),
+        (pg_sys::TEXTOID, issuer.into_datum()),
+    ];
     // Through owner_spi, not pgrx's Spi: that one asks for a transaction id first, which on a
     // hot standby is an internal error instead of PostgreSQL's read-only error (25006).
-    owner_spi::modify(
-        owner,
-        "insert into auth.keys as k (kid, alg, secret, public_jwk) values ($1, $2, $3, $4) \
-         on conflict (kid) do update set alg = excluded.alg, secret = excluded.secret, \
-         public_jwk = excluded.public_jwk, created_at = pg_catalog.now(), retired_at = null",
-        &[
-            text_arg(kid),
-            text_arg(alg.name()),
-            (pg_sys::BYTEAOID, secret.into_datum()),
-            (pg_sys::JSONBOID, public_jwk.into_datum()),
-        ],
-    );
+    if owner_spi::has_column(relid, "issuer") {
+        owner_spi::modify(
+            owner,
+            "insert into auth.keys as k (kid, alg, secret, public_jwk, issuer) values ($1, $2, $3, $4, $5) \
+             on conflict (kid) do update set alg = excluded.alg, secret = excluded.secret, \
+             public_jwk = excluded.public_jwk, issuer = excluded.issuer, \
+             created_at = pg_catalog.now(), retired_at = null",
+            &args,
+        );
+    } else if issuer.is_none() {
+        // A database not yet updated to 0.3.0 (ALTER EXTENSION pg_session_auth UPDATE).
+        owner_spi::modify(
+            owner,
+            "insert into auth.keys as k (kid, alg, secret, public_jwk) values ($1, $2, $3, $4) \
+             on conflict (kid) do update set alg = excluded.alg, secret = excluded.secret, \
+             public_jwk = excluded.public_jwk, created_at = pg_catalog.now(), retired_at = null",
+            &args[..4],
+        );
+    } else {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "keys can be bound to an issuer only once the extension is updated",
+            Some("Run ALTER EXTENSION pg_session_auth UPDATE."),
+        );
+    }
 }
 
-/// `auth.add_key(kid, alg, key)`: adds or replaces a verification key. `key` is the HMAC
-/// secret, a PEM public key, or a JWK as JSON text; it must fit `alg`.
-#[pg_extern(security_definer, volatile, parallel_unsafe)]
+/// `auth.add_key(kid, alg, key, issuer)`: adds or replaces a verification key. `key` is the
+/// HMAC secret, a PEM public key, or a JWK as JSON text; it must fit `alg`. With `issuer`,
+/// tokens the key verifies must carry exactly that `iss`.
+#[pg_extern(security_definer, volatile, parallel_unsafe, name = "add_key")]
 #[search_path(pg_catalog, pg_temp)]
-fn add_key(kid: &str, alg: &str, key: &str) {
+pub fn add_key_for_issuer(
+    kid: Option<&str>,
+    alg: Option<&str>,
+    key: Option<&str>,
+    issuer: default!(Option<&str>, "NULL"),
+) {
+    let (kid, alg, key) = (
+        required(kid, "kid"),
+        required(alg, "alg"),
+        required(key, "key"),
+    );
     if let Err(error) = check_kid(kid) {
         raise_key_error(&error);
     }
     let alg = algorithm(alg);
+    let issuer = checked_issuer(issuer);
     match parse_key(alg, key) {
-        Ok(stored) => store_key(kid, alg, &stored),
+        Ok(stored) => store_key(kid, alg, &stored, issuer),
         Err(error) => raise_key_error(&error),
     }
 }
 
-/// `auth.import_jwks(jwks)`: adds or replaces every usable public key of a JWKS document and
-/// returns how many; each key it skips is reported with a NOTICE saying why.
-#[pg_extern(security_definer, volatile, parallel_unsafe, strict)]
+/// `auth.import_jwks(jwks, issuer)`: adds or replaces every usable public key of a JWKS
+/// document (bound to `issuer`, when given) and returns how many; each key it skips is
+/// reported with a NOTICE saying why.
+#[pg_extern(security_definer, volatile, parallel_unsafe, name = "import_jwks")]
 #[search_path(pg_catalog, pg_temp)]
-fn import_jwks(jwks: JsonB) -> i32 {
-    let entries = parse_jwks(&jwks.0).unwrap_or_else(|error| raise_key_error(&error));
+pub fn import_jwks_for_issuer(
+    jwks: Option<JsonbArgument>,
+    issuer: default!(Option<&str>, "NULL"),
+) -> i32 {
+    let jwks = required(jwks, "jwks").value_or_raise("jwks");
+    let issuer = checked_issuer(issuer);
+    let entries = parse_jwks(&jwks).unwrap_or_else(|error| raise_key_error(&error));
     let mut imported = 0;
     for entry in entries {
         match (&entry.kid, entry.outcome) {
             (Some(kid), Ok((alg, stored))) => {
-                store_key(kid, alg, &stored);
+                store_key(kid, alg, &stored, issuer);
                 imported += 1;
             }
             (kid, Err(why)) => {

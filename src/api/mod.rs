@@ -1,5 +1,6 @@
 //! Everything SQL sees. Functions land in the extension's schema, `auth`.
 
+mod earlier_versions;
 mod identity;
 mod keys;
 mod revocation;

@@ -6,28 +6,20 @@
 //! The write itself then runs as the tables' owner (see `owner_spi.rs`).
 
 use pg_session_auth_core::identity;
+use pg_session_auth_core::revocation::EVERY_ISSUER;
+use pg_session_auth_core::Claims;
 use pgrx::datum::TimestampWithTimeZone;
-use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{function_name, IntoDatum, JsonB, PgLogLevel, PgSqlErrorCode, Uuid};
+use pgrx::{IntoDatum, PgSqlErrorCode, Uuid};
 
-use crate::errors::raise_invalid_parameter;
+use crate::errors::{raise, raise_invalid_parameter, raise_missing_tables, required};
 use crate::identity::current_claims_even_if_revoked;
+use crate::jsonb::JsonbArgument;
 use crate::owner_spi::{self, text_arg, uuid_arg, Arg};
 use crate::revocation_filter::{self, BuildOutcome};
 use crate::{gucs, revocation};
 
 const ADMIN_ROLE: &std::ffi::CStr = c"session_auth_admin";
-
-fn raise(code: PgSqlErrorCode, message: &str, hint: Option<&str>) -> ! {
-    let report = ErrorReport::new(code, message.to_owned(), function_name!());
-    let report = match hint {
-        Some(hint) => report.set_hint(hint.to_owned()),
-        None => report,
-    };
-    report.report(PgLogLevel::ERROR);
-    unreachable!("an ERROR report does not return")
-}
 
 fn caller_is_admin() -> bool {
     unsafe {
@@ -39,24 +31,34 @@ fn caller_is_admin() -> bool {
     }
 }
 
-/// Allows the change when the caller is an admin or `own` says it concerns the caller's
-/// own identity; raises `42501` otherwise.
-fn require_own_or_admin(what: &str, own: impl FnOnce(&pg_session_auth_core::Claims) -> bool) {
+/// Allows the call when the caller is an admin or `own` says it concerns the caller's own
+/// identity; raises `42501` with `message` otherwise.
+fn require_own_or_admin(message: &str, own: impl FnOnce(&Claims) -> bool) {
     if caller_is_admin() || current_claims_even_if_revoked().is_some_and(|claims| own(&claims)) {
         return;
     }
     raise(
         PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        &format!("permission denied to revoke another user's {what}"),
-        Some("Only members of session_auth_admin may revoke what is not their own."),
+        message,
+        Some("Only members of session_auth_admin may act on what is not their own."),
     )
 }
 
 fn tables_owner() -> pg_sys::Oid {
     match owner_spi::relation_and_owner("revoked_sessions") {
         Some((_, owner)) => owner,
-        None => pgrx::error!("pg_session_auth: the revocation tables are missing"),
+        None => raise_missing_tables("the revocation tables are"),
     }
+}
+
+/// A token's subject in the one form every write and read of revocations uses.
+fn subject(claims: &Claims) -> Option<String> {
+    identity::string_claim(claims, "sub").map(identity::canonical_user_id)
+}
+
+/// The issuer a token's per-user cut-offs are kept under: its `iss`, or every issuer.
+fn issuer_of(claims: &Claims) -> &str {
+    identity::string_claim(claims, "iss").unwrap_or(EVERY_ISSUER)
 }
 
 /// How long session and user revocations are kept: `max_token_lifetime`, or forever.
@@ -99,48 +101,81 @@ fn insert_token(
     inserted == 1
 }
 
-/// Sets a user's cut-off to now: for every session, or (with `keep_session`) for every
-/// session but that one. Replacing an "everywhere else" cut-off kept for another session
-/// folds the old one into the all-sessions cut-off, so nothing it revoked comes back.
-fn upsert_user_cutoff(user_id: &str, keep_session: Option<[u8; 16]>, reason: Option<&str>) {
+/// The upsert of a user's cut-off: $1 user, $2 kept session, $3 reason, $4 lifetime (s),
+/// $5 issuer, $6 the signing-out token's `iat` (Unix seconds).
+macro_rules! cutoff_upsert {
+    ($key_columns:literal, $key_values:literal, $conflict:literal) => {
+        concat!(
+            "insert into auth.revoked_users as u (",
+            $key_columns,
+            ", revoked_before, others_revoked_before, keep_session_id, reason, expires_at) \
+             select ",
+            $key_values,
+            ", case when $2::pg_catalog.uuid is null then c.cutoff end, \
+                    case when $2::pg_catalog.uuid is not null then c.cutoff end, \
+                    $2, $3, c.cutoff operator(pg_catalog.+) pg_catalog.make_interval(secs => $4) \
+             from (select greatest(pg_catalog.clock_timestamp(), pg_catalog.to_timestamp($6)) as cutoff) as c \
+             on conflict (",
+            $conflict,
+            ") do update set \
+                 revoked_before = case \
+                     when excluded.keep_session_id is null then excluded.revoked_before \
+                     when u.keep_session_id is distinct from excluded.keep_session_id \
+                         then greatest(u.revoked_before, u.others_revoked_before) \
+                     else u.revoked_before end, \
+                 others_revoked_before = case when excluded.keep_session_id is null \
+                     then u.others_revoked_before else excluded.others_revoked_before end, \
+                 keep_session_id = case when excluded.keep_session_id is null \
+                     then u.keep_session_id else excluded.keep_session_id end, \
+                 reason = excluded.reason, \
+                 revoked_at = excluded.revoked_at, \
+                 expires_at = case when u.expires_at is null or excluded.expires_at is null then null \
+                     else greatest(u.expires_at, excluded.expires_at) end"
+        )
+    };
+}
+
+/// Sets a user's cut-off at `issuer` ([`EVERY_ISSUER`] for all) to now — or to `issued_at`
+/// (the signing-out token's `iat`) when that is later, so that a token from an issuer whose
+/// clock runs ahead still falls under its own sign-out: for every session, or (with
+/// `keep_session`) for every session but that one. Replacing an "everywhere else" cut-off kept
+/// for another session folds the old one into the all-sessions cut-off, so nothing it revoked
+/// comes back.
+fn upsert_user_cutoff(
+    user_id: &str,
+    issuer: &str,
+    keep_session: Option<[u8; 16]>,
+    issued_at: Option<f64>,
+    reason: Option<&str>,
+) {
     if user_id.is_empty() || user_id.len() > 1024 {
         raise_invalid_parameter("a user id must be 1 to 1024 bytes", None);
     }
+    if issuer.len() > 1024 {
+        raise_invalid_parameter("an issuer must be at most 1024 bytes", None);
+    }
     revocation::note_revocation_written();
+    let Some((relid, owner)) = owner_spi::relation_and_owner("revoked_users") else {
+        raise_missing_tables("the revocation tables are");
+    };
+    // A database not yet updated to 0.3.0 keeps cut-offs for every issuer only.
+    let statement = if owner_spi::has_column(relid, "issuer") {
+        cutoff_upsert!("user_id, issuer", "$1, $5", "user_id, issuer")
+    } else {
+        cutoff_upsert!("user_id", "$1", "user_id")
+    };
     owner_spi::modify(
-        tables_owner(),
-        "insert into auth.revoked_users as u \
-             (user_id, revoked_before, others_revoked_before, keep_session_id, reason, expires_at) \
-         values ($1, case when $2::pg_catalog.uuid is null then pg_catalog.statement_timestamp() end, \
-                 case when $2::pg_catalog.uuid is not null then pg_catalog.statement_timestamp() end, \
-                 $2, $3, pg_catalog.statement_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $4)) \
-         on conflict (user_id) do update set \
-             revoked_before = case \
-                 when excluded.keep_session_id is null then excluded.revoked_before \
-                 when u.keep_session_id is distinct from excluded.keep_session_id \
-                     then greatest(u.revoked_before, u.others_revoked_before) \
-                 else u.revoked_before end, \
-             others_revoked_before = case when excluded.keep_session_id is null \
-                 then u.others_revoked_before else excluded.others_revoked_before end, \
-             keep_session_id = case when excluded.keep_session_id is null \
-                 then u.keep_session_id else excluded.keep_session_id end, \
-             reason = excluded.reason, \
-             revoked_at = excluded.revoked_at, \
-             expires_at = case when u.expires_at is null or excluded.expires_at is null then null \
-                 else greatest(u.expires_at, excluded.expires_at) end",
-        &[text_arg(user_id), uuid_arg(keep_session), reason_arg(reason), lifetime_arg()],
+        owner,
+        statement,
+        &[
+            text_arg(user_id),
+            uuid_arg(keep_session),
+            reason_arg(reason),
+            lifetime_arg(),
+            text_arg(issuer),
+            (pg_sys::FLOAT8OID, issued_at.into_datum()),
+        ],
     );
-}
-
-/// A required argument; NULL is refused with `22004`, never passed through as "nothing".
-fn required<T>(value: Option<T>, name: &str) -> T {
-    value.unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            &format!("{name} must not be NULL"),
-            None,
-        )
-    })
 }
 
 /// `auth.revoke_session(session_id, reason)`: every token of that session is rejected from
@@ -148,28 +183,54 @@ fn required<T>(value: Option<T>, name: &str) -> T {
 #[pg_extern(volatile, parallel_unsafe)]
 fn revoke_session(session_id: Option<Uuid>, reason: default!(Option<&str>, "NULL")) -> bool {
     let session = *required(session_id, "session_id").as_bytes();
-    require_own_or_admin("session", |claims| {
-        identity::session_id(claims) == Some(session)
-    });
+    require_own_or_admin(
+        "permission denied to revoke another user's session",
+        |claims| identity::session_id(claims) == Some(session),
+    );
     insert_session(session, reason)
 }
 
-/// `auth.revoke_user(user_id, reason)`: global sign-out — every token of that subject issued
-/// so far is rejected. A subject that is a UUID matches however it is written.
+/// `auth.revoke_user(user_id, reason, issuer)`: global sign-out — every token of that
+/// subject issued so far is rejected, at `issuer` (NULL: at every issuer). A subject that is a
+/// UUID matches however it is written. Callers who are not admins may revoke only their own
+/// subject at their own token's issuer, which a NULL `issuer` then means.
 #[pg_extern(volatile, parallel_unsafe, name = "revoke_user")]
-fn revoke_user(user_id: Option<&str>, reason: default!(Option<&str>, "NULL")) {
+pub fn revoke_user_at_issuer(
+    user_id: Option<&str>,
+    reason: default!(Option<&str>, "NULL"),
+    issuer: default!(Option<&str>, "NULL"),
+) {
     let user_id = identity::canonical_user_id(required(user_id, "user_id"));
-    require_own_or_admin("user", |claims| {
-        identity::string_claim(claims, "sub").map(identity::canonical_user_id)
-            == Some(user_id.clone())
+    if caller_is_admin() {
+        upsert_user_cutoff(&user_id, issuer.unwrap_or(EVERY_ISSUER), None, None, reason);
+        return;
+    }
+    let own = current_claims_even_if_revoked().filter(|claims| {
+        subject(claims).as_deref() == Some(user_id.as_str())
+            && issuer.is_none_or(|issuer| issuer == issuer_of(claims))
     });
-    upsert_user_cutoff(&user_id, None, reason);
+    let Some(own) = own else {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "permission denied to revoke another user's tokens",
+            Some("Only members of session_auth_admin may act on what is not their own."),
+        )
+    };
+    upsert_user_cutoff(&user_id, issuer_of(&own), None, None, reason);
 }
 
-/// `auth.revoke_user(user_id uuid, reason)`: the same, for UUID subjects.
+/// `auth.revoke_user(user_id uuid, reason, issuer)`: the same, for UUID subjects.
 #[pg_extern(volatile, parallel_unsafe, name = "revoke_user")]
-fn revoke_user_uuid(user_id: Option<Uuid>, reason: default!(Option<&str>, "NULL")) {
-    revoke_user(Some(&required(user_id, "user_id").to_string()), reason);
+pub fn revoke_user_uuid_at_issuer(
+    user_id: Option<Uuid>,
+    reason: default!(Option<&str>, "NULL"),
+    issuer: default!(Option<&str>, "NULL"),
+) {
+    revoke_user_at_issuer(
+        Some(&required(user_id, "user_id").to_string()),
+        reason,
+        issuer,
+    );
 }
 
 /// `auth.revoke_token(jti, expires_at)`: that one token is rejected from now on; the row may
@@ -180,9 +241,10 @@ fn revoke_token(
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> bool {
     let jti = required(jti, "jti");
-    require_own_or_admin("token", |claims| {
-        identity::string_claim(claims, "jti") == Some(jti)
-    });
+    require_own_or_admin(
+        "permission denied to revoke another user's token",
+        |claims| identity::string_claim(claims, "jti") == Some(jti),
+    );
     if jti.is_empty() || jti.len() > 1024 {
         raise_invalid_parameter("a jti must be 1 to 1024 bytes", None);
     }
@@ -190,9 +252,11 @@ fn revoke_token(
 }
 
 /// `auth.sign_out(scope)`: signs the authenticated caller out — `local`: this session,
-/// `global`: every session, `others`: every session but this one (Supabase's meanings).
+/// `global`: every session, `others`: every session but this one (Supabase's meanings); the
+/// last two at the caller's issuer.
 #[pg_extern(volatile, parallel_unsafe)]
-fn sign_out(scope: default!(&str, "'local'")) {
+fn sign_out(scope: default!(Option<&str>, "'local'")) {
+    let scope = required(scope, "scope");
     let Some(claims) = current_claims_even_if_revoked() else {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
@@ -201,7 +265,8 @@ fn sign_out(scope: default!(&str, "'local'")) {
         )
     };
     let session = identity::session_id(&claims);
-    let sub = identity::string_claim(&claims, "sub");
+    let sub = subject(&claims);
+    let issued_at = claims.get("iat").and_then(serde_json::Value::as_f64);
     let no_claim = |what: &str| -> ! {
         raise_invalid_parameter(
             format!("cannot sign out with scope {scope:?}: the token has no {what}"),
@@ -222,15 +287,19 @@ fn sign_out(scope: default!(&str, "'local'")) {
             (None, None) => no_claim("session_id, sid or jti claim"),
         },
         "global" => upsert_user_cutoff(
-            sub.unwrap_or_else(|| no_claim("sub claim")),
+            &sub.unwrap_or_else(|| no_claim("sub claim")),
+            issuer_of(&claims),
             None,
+            issued_at,
             Some("sign_out(global)"),
         ),
         "others" => {
             let session = session.unwrap_or_else(|| no_claim("session_id or sid claim"));
             upsert_user_cutoff(
-                sub.unwrap_or_else(|| no_claim("sub claim")),
+                &sub.unwrap_or_else(|| no_claim("sub claim")),
+                issuer_of(&claims),
                 Some(session),
+                issued_at,
                 Some("sign_out(others)"),
             );
         }
@@ -246,13 +315,17 @@ fn to_timestamp(unix_seconds: f64) -> pg_sys::TimestampTz {
     ((unix_seconds - 946_684_800.0) * 1_000_000.0) as pg_sys::TimestampTz
 }
 
-/// `auth.is_revoked(claims)`: whether claims fall under a revocation in force.
-#[pg_extern(stable, parallel_restricted, strict)]
-fn is_revoked(claims: JsonB) -> bool {
-    match claims.0 {
-        serde_json::Value::Object(claims) => revocation::claims_revoked(&claims),
-        _ => raise_invalid_parameter("claims must be a JSON object", None),
-    }
+/// `auth.is_revoked(claims)`: whether claims fall under a revocation in force. Admins may
+/// ask about any claims; anyone else only about claims of their own subject (so that it is
+/// no oracle for other users' sign-outs).
+#[pg_extern(stable, parallel_restricted)]
+fn is_revoked(claims: Option<JsonbArgument>) -> bool {
+    let claims = required(claims, "claims").object_or_raise("claims");
+    require_own_or_admin(
+        "permission denied to check another user's revocations",
+        |own| subject(own).is_some() && subject(own) == subject(&claims),
+    );
+    revocation::claims_revoked(&claims)
 }
 
 /// `auth.purge_revocations()`: deletes revocations that can no longer matter (every token
@@ -324,7 +397,6 @@ fn rebuild_revocation_filter() -> bool {
         BuildOutcome::NoSlot => {
             "every filter slot is taken by other databases (4 per cluster); checks here look tokens up"
         }
-        BuildOutcome::GaveUp => "transactions writing revocations did not finish in time",
         BuildOutcome::NotHere => {
             "this transaction has written to the revocation tables, or their triggers are not all enabled ALWAYS"
         }

@@ -170,10 +170,18 @@ def test_too_large(keyring, app):
 
 
 @pytest.mark.parametrize("alg", ["HS1", "hs256", "Hs256", "HS256 ", "none", "ES512", "RS1", "%s%n",
-                                 "", "EdDSA\u0000", "ES256K", "ed25519", "RSA-OAEP", "dir"])
+                                 "", "ES256K", "ed25519", "RSA-OAEP", "dir"])
 def test_unsupported_algorithm(keyring, app, alg):
     token = assemble({"alg": alg, "kid": "hs"}, claims(), b"signature")
     rejected(app, token, "unsupported algorithm")
+
+
+def test_a_nul_character_in_the_header_is_malformed(keyring, app):
+    # jsonb cannot hold U+0000, and a name that compares equal up to it is a trap: refused
+    # before the algorithm or key is looked at.
+    token = assemble({"alg": "EdDSA\u0000", "kid": "hs"}, claims(), b"signature")
+    rejected(app, token, "malformed")
+    rejected(app, keyring["hs"].sign(claims(), kid="h\u0000s"), "malformed")
 
 
 def test_unsupported_algorithm_es512_signed_by_pyjwt(keyring, app):
@@ -188,8 +196,7 @@ def test_unknown_key(keyring, app):
     assert caught.hint
     # No kid and two active keys: no key can be chosen.
     rejected(app, keyring["hs"].sign(claims(), kid=None), "unknown key")
-    # A kid with a NUL or control characters is just another unknown kid.
-    rejected(app, keyring["hs"].sign(claims(), kid="h\u0000s"), "unknown key")
+    # A kid with control characters is just another unknown kid.
     rejected(app, keyring["hs"].sign(claims(), kid="hs\n"), "unknown key")
     rejected(app, keyring["hs"].sign(claims(), kid="x" * 5000), "unknown key")
     # printf-style text in a kid is data, nothing else.
@@ -435,7 +442,8 @@ def test_bad_jwks_documents_raise_22023(admin, keys):
                      {"keys": [dict(keys["rs"].public_jwk, kid=f"k{i}") for i in range(101)]}):
         with raises_sqlstate("22023"):
             admin.execute("select auth.import_jwks(%s::jsonb)", [json.dumps(document)])
-    assert admin.execute("select auth.import_jwks(null)").fetchone()[0] is None
+    with raises_sqlstate("22004"):
+        admin.execute("select auth.import_jwks(null)")
 
 
 # -- import_jwks NOTICEs ---------------------------------------------------------------------

@@ -397,8 +397,13 @@ def test_client_settings_cannot_replace_a_verified_identity(env):
     assert mine["uid"] == USER_A and mine["email"] == "a@example.com"
     assert mine["current_user"] == "authenticated"
 
-    c.execute(set_stmt("request.jwt.claims", forged, local=True))
-    c.execute("select set_config('request.jwt.claims', %s, true)", [forged])
+    # request.jwt.claims follows the bound identity: a client cannot rewrite it.
+    for statement, params in ((set_stmt("request.jwt.claims", forged, local=True), None),
+                              ("select set_config('request.jwt.claims', %s, true)", [forged])):
+        c.execute("savepoint forge")
+        with raises_sqlstate("42501"):
+            c.execute(statement, params)
+        c.execute("rollback to savepoint forge")
     c.execute(set_stmt("request.jwt.claim.sub", USER_B, local=True))
     assert ident(c) == mine
     with raises_sqlstate("42501"):
@@ -425,15 +430,21 @@ def test_client_settings_cannot_replace_a_verified_identity(env):
     assert_no_identity(c)
 
     # RESET ALL: at most the verified identity remains, never another one.
+    def refused_forgery():
+        c.execute("savepoint forge")
+        with raises_sqlstate("42501"):
+            c.execute(set_stmt("request.jwt.claims", forged, local=True))
+        c.execute("rollback to savepoint forge")
+
     c.execute("begin")
     authenticate(c, token_a)
-    c.execute(set_stmt("request.jwt.claims", forged, local=True))
+    refused_forgery()
     c.execute("reset all")
     got = ident(c)
     assert got["uid"] in (USER_A, None), got
     assert got["jwt"] in (mine["jwt"], None), got
     assert got["email"] in ("a@example.com", None), got
-    c.execute(set_stmt("request.jwt.claims", forged, local=True))
+    refused_forgery()
     got = ident(c)
     assert got["uid"] in (USER_A, None), got
     if got["current_user"] == "authenticated":
