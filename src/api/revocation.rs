@@ -78,7 +78,7 @@ fn insert_session(session_id: [u8; 16], reason: Option<&str>) -> bool {
     let (inserted, _) = owner_spi::modify(
         tables_owner(),
         "insert into auth.revoked_sessions (session_id, reason, expires_at) \
-         values ($1, $2, pg_catalog.statement_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $3)) \
+         values ($1, $2, pg_catalog.clock_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $3)) \
          on conflict (session_id) do nothing",
         &[uuid_arg(Some(session_id)), reason_arg(reason), lifetime_arg()],
     );
@@ -94,7 +94,7 @@ fn insert_token(
     let (inserted, _) = owner_spi::modify(
         tables_owner(),
         "insert into auth.revoked_tokens (jti, reason, expires_at) \
-         values ($1, $2, coalesce($3, pg_catalog.statement_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $4))) \
+         values ($1, $2, coalesce($3, pg_catalog.clock_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $4))) \
          on conflict (jti) do nothing",
         &[text_arg(jti), reason_arg(reason), (pg_sys::TIMESTAMPTZOID, expires_at.into_datum()), lifetime_arg()],
     );

@@ -180,3 +180,31 @@ def test_no_identity_in_a_procedure_transaction_begun_after_expiry(env, how):
     for started, outcome, uid, sub, user_id, visible in after:
         assert (outcome, uid, sub, user_id, visible) == ("28000 " + EXPIRED, "", "", "",
                                                          "0"), (started, exp)
+
+
+def test_revocations_written_late_in_a_procedure_are_kept_long_enough(env, pg):
+    """A revocation written by a procedure that has run for a while must be kept (its
+    `expires_at`) for max_token_lifetime from the moment it is written, not from the CALL's
+    start: tokens issued while the procedure ran may live that long, and a purge must not
+    bring them back early."""
+    pg.sql("alter database postgres set pg_session_auth.max_token_lifetime = '600'")
+    admin = pg.connect(KEY_ADMIN)
+    session, user = str(uuid.uuid4()), str(uuid.uuid4())
+    admin.execute(sql.SQL("""
+        do $$
+        begin
+            perform pg_sleep(2);
+            commit;
+            perform auth.revoke_session({session});
+            perform auth.revoke_user({user});
+        end
+        $$""").format(session=sql.Literal(session), user=sql.Literal(user)))
+    for table, column, key in (("revoked_sessions", "session_id", session),
+                               ("revoked_users", "user_id", user)):
+        lead = admin.execute(
+            sql.SQL("select extract(epoch from expires_at - (clock_timestamp() + interval '600 s')) "
+                    "from auth.{} where {} = %s").format(sql.Identifier(table),
+                                                         sql.Identifier(column)),
+            [key]).fetchone()[0]
+        # Written ~2 s after the DO started: at most a moment before now + lifetime.
+        assert float(lead) > -1.5, (table, lead)
