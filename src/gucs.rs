@@ -48,6 +48,11 @@ pub static ALLOWED_ROLES: GucSetting<Option<CString>> =
 /// The claims bound by `auth.authenticate()`: set only by the extension, transaction-locally.
 pub static BOUND_CLAIMS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// Whether this transaction wrote a revocation through the extension (see
+/// `revocation::note_revocation_written`); set only by the extension, transaction-locally.
+pub static REVOKED_IN_TRANSACTION: GucSetting<bool> = GucSetting::<bool>::new(false);
+const REVOKED_IN_TRANSACTION_NAME: &std::ffi::CStr = c"pg_session_auth.revoked_in_transaction";
+
 /// Name of [`BOUND_CLAIMS`].
 pub const BOUND_CLAIMS_NAME: &std::ffi::CStr = c"pg_session_auth.claims";
 
@@ -143,83 +148,40 @@ pub fn register() {
             | GucFlags::DISALLOW_IN_FILE
             | GucFlags::NO_RESET_ALL,
     );
-    define_request_claims();
+    GucRegistry::define_bool_guc(
+        REVOKED_IN_TRANSACTION_NAME,
+        c"Whether the current transaction revoked through pg_session_auth (internal).",
+        c"",
+        &REVOKED_IN_TRANSACTION,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL
+            | GucFlags::SUPERUSER_ONLY
+            | GucFlags::DISALLOW_IN_FILE
+            | GucFlags::NO_RESET_ALL,
+    );
+    crate::request_settings::define();
 }
 
-/// Storage of `request.jwt.claims` once this library defines it (the server owns the string).
-static mut REQUEST_CLAIMS_VALUE: *mut std::ffi::c_char = std::ptr::null_mut();
-
-/// `request.jwt.claims`, the setting PostgREST and Supabase's SQL read the request's claims
-/// from, is a plain placeholder any client may `SET`. Defined here it follows the bound
-/// identity while `auth.authenticate()` has bound one in `verified` mode: reads
-/// (`current_setting`, `SHOW`) return the bound claims, and a check refuses every change a
-/// client asks for (`RESET` is the one change PostgreSQL makes without asking; the reads
-/// still show the bound claims). SQL that reads it directly cannot be fooled after
-/// authentication. Before an identity is bound it is as free as ever (PostgREST sets it at
-/// the start of each request).
-fn define_request_claims() {
-    // SAFETY: called once from _PG_init; the server keeps the value in REQUEST_CLAIMS_VALUE
-    // and calls the check hook only from this backend's thread.
+/// Marks the current transaction (as `SET LOCAL` would, with superuser context) as one that
+/// revoked through the extension.
+pub fn note_revoked_in_transaction() {
+    // SAFETY: a defined setting, a valid value; errors are raised (elevel ERROR).
     unsafe {
-        pgrx::pg_sys::DefineCustomStringVariable(
-            c"request.jwt.claims".as_ptr(),
-            c"The request's JWT claims as JSON (set by PostgREST; pg_session_auth's auth.authenticate() sets it too).".as_ptr(),
-            c"While auth.authenticate() has bound an identity in verified mode, only the bound claims may be set.".as_ptr(),
-            &raw mut REQUEST_CLAIMS_VALUE,
-            c"".as_ptr(),
-            pgrx::pg_sys::GucContext::PGC_USERSET,
-            pgrx::pg_sys::GUC_NOT_IN_SAMPLE as i32,
-            Some(check_request_claims),
-            None,
-            Some(show_request_claims),
+        pgrx::pg_sys::set_config_option(
+            REVOKED_IN_TRANSACTION_NAME.as_ptr(),
+            c"on".as_ptr(),
+            pgrx::pg_sys::GucContext::PGC_SUSET,
+            pgrx::pg_sys::GucSource::PGC_S_SESSION,
+            pgrx::pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pgrx::pg_sys::PGERROR as i32,
+            false,
         );
     }
 }
 
-unsafe extern "C-unwind" fn show_request_claims() -> *const std::ffi::c_char {
-    if let Some(bound) = crate::identity::bound_request_claims() {
-        return bound;
-    }
-    // SAFETY: the server's own value of the setting, a NUL-terminated string (or NULL).
-    let value = unsafe { REQUEST_CLAIMS_VALUE };
-    if value.is_null() {
-        c"".as_ptr()
-    } else {
-        value
-    }
-}
-
-unsafe extern "C-unwind" fn check_request_claims(
-    newval: *mut *mut std::ffi::c_char,
-    _extra: *mut *mut std::ffi::c_void,
-    _source: pgrx::pg_sys::GucSource::Type,
-) -> bool {
-    // SAFETY: the server passes a pointer to the proposed value (NULL for none).
-    let proposed = unsafe {
-        let value = *newval;
-        if value.is_null() {
-            &[][..]
-        } else {
-            std::ffi::CStr::from_ptr(value).to_bytes()
-        }
-    };
-    if crate::identity::request_claims_may_be(proposed) {
-        return true;
-    }
-    // SAFETY: GUC_check_errcode and the message globals are how check hooks report why.
-    unsafe {
-        pgrx::pg_sys::GUC_check_errcode(
-            pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32,
-        );
-        pgrx::pg_sys::GUC_check_errmsg_string = pgrx::pg_sys::pstrdup(
-            c"request.jwt.claims cannot be changed while auth.authenticate() has bound an identity"
-                .as_ptr(),
-        );
-        pgrx::pg_sys::GUC_check_errdetail_string = pgrx::pg_sys::pstrdup(
-            c"request.jwt.claims follows the identity auth.authenticate() bound in this transaction.".as_ptr(),
-        );
-    }
-    false
+pub fn revoked_in_transaction() -> bool {
+    REVOKED_IN_TRANSACTION.get()
 }
 
 fn define_revocation_filter_size() {

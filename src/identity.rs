@@ -121,37 +121,27 @@ pub fn bind(claims: &Claims, key: &KeyRef) {
     }
 }
 
-/// Whether `request.jwt.claims` may take the value `proposed` now: always, unless an identity
-/// is bound in `verified` mode, whose claims it must then be (as `bind` writes them). Parallel
-/// workers restore whatever the leader had.
-pub fn request_claims_may_be(proposed: &[u8]) -> bool {
-    if unsafe { pg_sys::ParallelWorkerNumber } >= 0
-        || gucs::claims_source() != ClaimsSource::Verified
-    {
-        return true;
-    }
-    match setting(gucs::BOUND_CLAIMS_NAME) {
-        None => true,
-        Some(bound) => split_bound_text(&bound).is_some_and(|(_, claims)| claims == proposed),
-    }
-}
-
-/// The claims bound in `verified` mode, as `request.jwt.claims` shows them: a pointer into
-/// the private setting's current value (valid until that setting next changes), or `None`
-/// when nothing is bound or claims come from requests.
-pub fn bound_request_claims() -> Option<*const std::ffi::c_char> {
+/// The bound claims' JSON (as `bind` wrote it) while an identity is bound in `verified`
+/// mode; `None` otherwise (no identity, or claims come from requests).
+pub fn bound_claims_json() -> Option<Vec<u8>> {
     if gucs::claims_source() != ClaimsSource::Verified {
         return None;
     }
-    // SAFETY: GetConfigOption returns the setting's own string, alive until it changes.
-    let value = unsafe { pg_sys::GetConfigOption(gucs::BOUND_CLAIMS_NAME.as_ptr(), true, false) };
-    if value.is_null() {
+    let text = setting(gucs::BOUND_CLAIMS_NAME)?;
+    let (_, claims) = split_bound_text(&text)?;
+    Some(claims.to_vec())
+}
+
+/// One bound claim as text (empty when the claims lack it), while an identity is bound in
+/// `verified` mode; `None` otherwise.
+pub fn bound_claim_text(name: &str) -> Option<Vec<u8>> {
+    if gucs::claims_source() != ClaimsSource::Verified {
         return None;
     }
-    let text = unsafe { CStr::from_ptr(value) }.to_bytes();
-    let (_, claims) = split_bound_text(text)?;
-    // The claims are the text's tail, so they end with its NUL.
-    Some(unsafe { value.add(text.len() - claims.len()) })
+    let text = setting(gucs::BOUND_CLAIMS_NAME)?;
+    let parsed = parse_cached(ClaimsSource::Verified, &text)?;
+    let value = pg_session_auth_core::identity::claim_as_text(&parsed.claims, name);
+    Some(value.unwrap_or_default().into_bytes())
 }
 
 /// The last claims text read and its parsed form.
@@ -200,8 +190,15 @@ fn parse_cached(source: ClaimsSource, text: &[u8]) -> Option<Parsed> {
             }
             ClaimsSource::Request => (None, text),
         };
+        let claims: Claims = serde_json::from_slice(json).ok()?;
+        // Request claims are whatever PostgREST (or a client) set: U+0000 in them would be cut
+        // off by SQL casts of auth.jwt() values, so such claims are unparsable.
+        if source == ClaimsSource::Request && pg_session_auth_core::identity::contains_nul(&claims)
+        {
+            return None;
+        }
         let parsed = Parsed {
-            claims: Rc::new(serde_json::from_slice(json).ok()?),
+            claims: Rc::new(claims),
             key,
         };
         *cache.borrow_mut() = Some(ParsedClaims {

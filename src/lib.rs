@@ -19,6 +19,7 @@ mod jsonb;
 mod keyring;
 mod owner_spi;
 mod planner_support;
+mod request_settings;
 mod revocation;
 mod revocation_filter;
 mod verification;

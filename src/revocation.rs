@@ -398,11 +398,21 @@ pub fn register_transaction_callbacks() {
     }
 }
 
+#[pgrx::pg_guard]
 unsafe extern "C-unwind" fn on_transaction_end(
     event: pg_sys::XactEvent::Type,
     _arg: *mut std::ffi::c_void,
 ) {
     use pg_sys::XactEvent::*;
+    if event == XACT_EVENT_PRE_PREPARE && revocation_written_in_this_transaction() {
+        // A prepared transaction keeps its row locks until someone ends it: a prepared
+        // sign-out would make every later revocation of the same session or user wait on it.
+        crate::errors::raise(
+            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "cannot PREPARE a transaction that signed out or revoked through pg_session_auth",
+            Some("Commit it instead."),
+        );
+    }
     if matches!(
         event,
         XACT_EVENT_COMMIT
@@ -437,8 +447,10 @@ unsafe extern "C-unwind" fn on_subtransaction_end(
     });
 }
 
-/// Notes that the current (sub)transaction wrote a revocation.
+/// Notes that the current (sub)transaction wrote a revocation: here, and in a transaction-
+/// local internal setting that parallel workers inherit (they cannot see this backend's list).
 pub fn note_revocation_written() {
+    crate::gucs::note_revoked_in_transaction();
     let current = unsafe { pg_sys::GetCurrentSubTransactionId() };
     WRITTEN_BY.with(|written| {
         let mut written = written.borrow_mut();
@@ -452,6 +464,9 @@ pub fn note_revocation_written() {
 /// not rolled it back). Claim functions then treat a revoked identity as none instead of
 /// raising, so that signing out does not abort — and thereby undo — its own transaction.
 pub fn revocation_written_in_this_transaction() -> bool {
+    if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
+        return crate::gucs::revoked_in_transaction();
+    }
     WRITTEN_BY.with(|written| !written.borrow().is_empty())
 }
 

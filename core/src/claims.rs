@@ -63,6 +63,9 @@ fn audiences(claims: &Claims) -> Result<Option<Vec<&str>>, Rejection> {
 
 /// Checks the registered claims: their JSON types whether or not a rule uses them, then
 /// `exp` (required), `nbf`, `iat`, and `iss`/`aud` when the rules name them.
+/// Longest `iss`, `sub` or `jti` accepted: what the revocation tables hold (their `CHECK`s).
+pub const MAX_REVOCABLE_CLAIM_BYTES: usize = 1024;
+
 pub fn check_claims(claims: &Claims, rules: &ClaimRules<'_>, now: i64) -> Result<(), Rejection> {
     let exp = numeric_date(
         claims,
@@ -80,8 +83,19 @@ pub fn check_claims(claims: &Claims, rules: &ClaimRules<'_>, now: i64) -> Result
         "The iat claim must be a number (seconds since 1970).",
     )?;
     let iss = string_claim(claims, "iss", "The iss claim must be a string.")?;
-    string_claim(claims, "sub", "The sub claim must be a string.")?;
-    string_claim(claims, "jti", "The jti claim must be a string.")?;
+    let sub = string_claim(claims, "sub", "The sub claim must be a string.")?;
+    let jti = string_claim(claims, "jti", "The jti claim must be a string.")?;
+    // What revocation keys a token by must fit where revocations are kept: a token that could
+    // not be revoked is not accepted.
+    if [iss, sub, jti]
+        .into_iter()
+        .flatten()
+        .any(|value| value.len() > MAX_REVOCABLE_CLAIM_BYTES)
+    {
+        return Err(Rejection::Malformed(
+            "The iss, sub and jti claims may be at most 1024 bytes long.",
+        ));
+    }
     let aud = audiences(claims)?;
 
     let now = now as f64;

@@ -125,3 +125,19 @@ impl<'a> RolePolicy<'a> {
         }
     }
 }
+
+/// Whether any string of the claims, names included, holds U+0000 (which `jsonb` cannot
+/// store and which SQL casts would cut text at).
+pub fn contains_nul(claims: &Claims) -> bool {
+    fn value_has_nul(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(value_has_nul),
+            serde_json::Value::Object(object) => contains_nul(object),
+            _ => false,
+        }
+    }
+    claims
+        .iter()
+        .any(|(name, value)| name.contains('\0') || value_has_nul(value))
+}

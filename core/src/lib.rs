@@ -19,7 +19,7 @@ mod token;
 mod verify;
 
 pub use algorithm::{Algorithm, KeyKind};
-pub use claims::{check_claims, ClaimRules};
+pub use claims::{check_claims, ClaimRules, MAX_REVOCABLE_CLAIM_BYTES};
 pub use error::{KeyError, Rejection, VerifyError};
 pub use jwk::{check_kid, parse_jwks, JwksEntry, MAX_JWKS_KEYS, MAX_KID_BYTES};
 pub use key::{parse_key, StoredKey, VerifyingKey};

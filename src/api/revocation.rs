@@ -6,7 +6,7 @@
 //! The write itself then runs as the tables' owner (see `owner_spi.rs`).
 
 use pg_session_auth_core::identity;
-use pg_session_auth_core::revocation::EVERY_ISSUER;
+use pg_session_auth_core::revocation::{RevocationKeys, EVERY_ISSUER};
 use pg_session_auth_core::Claims;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
@@ -73,16 +73,27 @@ fn reason_arg(reason: Option<&str>) -> Arg {
     (pg_sys::TEXTOID, reason.into_datum())
 }
 
+/// Keeping a revocation: a new row, or a longer `expires_at` for an existing one (NULL, kept
+/// forever, is the longest) — never a shorter one, so that nobody can shorten how long another
+/// revocation of the same key lasts and have the purge drop it early. Returns whether the row
+/// is new.
+fn newly_inserted(rows: &[owner_spi::TextRow]) -> bool {
+    rows.first().and_then(|row| row[0].as_deref()) == Some("t")
+}
+
 fn insert_session(session_id: [u8; 16], reason: Option<&str>) -> bool {
     revocation::note_revocation_written();
-    let (inserted, _) = owner_spi::modify(
+    let (_, rows) = owner_spi::modify(
         tables_owner(),
-        "insert into auth.revoked_sessions (session_id, reason, expires_at) \
+        "insert into auth.revoked_sessions as r (session_id, reason, expires_at) \
          values ($1, $2, pg_catalog.clock_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $3)) \
-         on conflict (session_id) do nothing",
+         on conflict (session_id) do update set expires_at = excluded.expires_at \
+         where r.expires_at is not null \
+           and (excluded.expires_at is null or excluded.expires_at operator(pg_catalog.>) r.expires_at) \
+         returning r.xmax operator(pg_catalog.=) 0",
         &[uuid_arg(Some(session_id)), reason_arg(reason), lifetime_arg()],
     );
-    inserted == 1
+    newly_inserted(&rows)
 }
 
 fn insert_token(
@@ -90,19 +101,33 @@ fn insert_token(
     expires_at: Option<TimestampWithTimeZone>,
     reason: Option<&str>,
 ) -> bool {
+    if jti.is_empty() || jti.len() > 1024 {
+        raise_invalid_parameter("a jti must be 1 to 1024 bytes", None);
+    }
     revocation::note_revocation_written();
-    let (inserted, _) = owner_spi::modify(
+    let (_, rows) = owner_spi::modify(
         tables_owner(),
-        "insert into auth.revoked_tokens (jti, reason, expires_at) \
+        "insert into auth.revoked_tokens as r (jti, reason, expires_at) \
          values ($1, $2, coalesce($3, pg_catalog.clock_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $4))) \
-         on conflict (jti) do nothing",
+         on conflict (jti) do update set expires_at = excluded.expires_at \
+         where r.expires_at is not null \
+           and (excluded.expires_at is null or excluded.expires_at operator(pg_catalog.>) r.expires_at) \
+         returning r.xmax operator(pg_catalog.=) 0",
         &[text_arg(jti), reason_arg(reason), (pg_sys::TIMESTAMPTZOID, expires_at.into_datum()), lifetime_arg()],
     );
-    inserted == 1
+    newly_inserted(&rows)
+}
+
+/// When a token stops mattering: its `exp` (Unix seconds) as a timestamp.
+fn expiry_of(claims: &Claims) -> Option<TimestampWithTimeZone> {
+    let exp = claims.get("exp").and_then(serde_json::Value::as_f64)?;
+    TimestampWithTimeZone::try_from(to_timestamp(exp)).ok()
 }
 
 /// The upsert of a user's cut-off: $1 user, $2 kept session, $3 reason, $4 lifetime (s),
-/// $5 issuer, $6 the signing-out token's `iat` (Unix seconds).
+/// $5 issuer, $6 the signing-out token's `iat` (Unix seconds; rounded up past the next
+/// microsecond, since timestamps keep microseconds and the rule is `iat <= cut-off`). A
+/// cut-off never moves back: the stored and the new one, whichever is later.
 macro_rules! cutoff_upsert {
     ($key_columns:literal, $key_values:literal, $conflict:literal) => {
         concat!(
@@ -114,17 +139,23 @@ macro_rules! cutoff_upsert {
             ", case when $2::pg_catalog.uuid is null then c.cutoff end, \
                     case when $2::pg_catalog.uuid is not null then c.cutoff end, \
                     $2, $3, c.cutoff operator(pg_catalog.+) pg_catalog.make_interval(secs => $4) \
-             from (select greatest(pg_catalog.clock_timestamp(), pg_catalog.to_timestamp($6)) as cutoff) as c \
+             from (select greatest(pg_catalog.clock_timestamp(), \
+                                   pg_catalog.to_timestamp((pg_catalog.ceil($6 operator(pg_catalog.*) 1000000) \
+                                       operator(pg_catalog.+) 1) operator(pg_catalog./) 1000000)) as cutoff) as c \
              on conflict (",
             $conflict,
             ") do update set \
                  revoked_before = case \
-                     when excluded.keep_session_id is null then excluded.revoked_before \
+                     when excluded.keep_session_id is null \
+                         then greatest(u.revoked_before, excluded.revoked_before) \
                      when u.keep_session_id is distinct from excluded.keep_session_id \
                          then greatest(u.revoked_before, u.others_revoked_before) \
                      else u.revoked_before end, \
-                 others_revoked_before = case when excluded.keep_session_id is null \
-                     then u.others_revoked_before else excluded.others_revoked_before end, \
+                 others_revoked_before = case \
+                     when excluded.keep_session_id is null then u.others_revoked_before \
+                     when u.keep_session_id is distinct from excluded.keep_session_id \
+                         then excluded.others_revoked_before \
+                     else greatest(u.others_revoked_before, excluded.others_revoked_before) end, \
                  keep_session_id = case when excluded.keep_session_id is null \
                      then u.keep_session_id else excluded.keep_session_id end, \
                  reason = excluded.reason, \
@@ -241,14 +272,21 @@ fn revoke_token(
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> bool {
     let jti = required(jti, "jti");
-    require_own_or_admin(
-        "permission denied to revoke another user's token",
-        |claims| identity::string_claim(claims, "jti") == Some(jti),
-    );
-    if jti.is_empty() || jti.len() > 1024 {
-        raise_invalid_parameter("a jti must be 1 to 1024 bytes", None);
+    if caller_is_admin() {
+        return insert_token(jti, expires_at, None);
     }
-    insert_token(jti, expires_at, None)
+    // One's own token: kept until it expires, whatever `expires_at` says (a shorter one would
+    // let the purge drop this revocation, and any later one of the same jti, early).
+    let own = current_claims_even_if_revoked()
+        .filter(|claims| identity::string_claim(claims, "jti") == Some(jti));
+    let Some(own) = own else {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "permission denied to revoke another user's token",
+            Some("Only members of session_auth_admin may act on what is not their own."),
+        )
+    };
+    insert_token(jti, expiry_of(&own), None)
 }
 
 /// `auth.sign_out(scope)`: signs the authenticated caller out — `local`: this session,
@@ -279,10 +317,7 @@ fn sign_out(scope: default!(Option<&str>, "'local'")) {
                 insert_session(session, Some("sign_out(local)"));
             }
             (None, Some(jti)) => {
-                let exp = claims.get("exp").and_then(serde_json::Value::as_f64);
-                let expires_at =
-                    exp.and_then(|exp| TimestampWithTimeZone::try_from(to_timestamp(exp)).ok());
-                insert_token(jti, expires_at, Some("sign_out(local)"));
+                insert_token(jti, expiry_of(&claims), Some("sign_out(local)"));
             }
             (None, None) => no_claim("session_id, sid or jti claim"),
         },
@@ -316,14 +351,23 @@ fn to_timestamp(unix_seconds: f64) -> pg_sys::TimestampTz {
 }
 
 /// `auth.is_revoked(claims)`: whether claims fall under a revocation in force. Admins may
-/// ask about any claims; anyone else only about claims of their own subject (so that it is
-/// no oracle for other users' sign-outs).
+/// ask about any claims; anyone else only about claims whose subject, session, token id and
+/// issuer are their own (so that it is no oracle for anyone else's sign-outs).
 #[pg_extern(stable, parallel_restricted)]
 fn is_revoked(claims: Option<JsonbArgument>) -> bool {
     let claims = required(claims, "claims").object_or_raise("claims");
     require_own_or_admin(
         "permission denied to check another user's revocations",
-        |own| subject(own).is_some() && subject(own) == subject(&claims),
+        |own| {
+            // Every key the claims are looked up by must be the caller's own: else the answer
+            // tells about someone else's session, token or sign-out.
+            let (asked, mine) = (RevocationKeys::of(&claims), RevocationKeys::of(own));
+            asked.user.is_some()
+                && asked.user == mine.user
+                && asked.session.is_none_or(|s| mine.session == Some(s))
+                && asked.jti.is_none_or(|j| mine.jti == Some(j))
+                && asked.issuer.is_none_or(|i| mine.issuer == Some(i))
+        },
     );
     revocation::claims_revoked(&claims)
 }

@@ -404,7 +404,10 @@ def test_client_settings_cannot_replace_a_verified_identity(env):
         with raises_sqlstate("42501"):
             c.execute(statement, params)
         c.execute("rollback to savepoint forge")
-    c.execute(set_stmt("request.jwt.claim.sub", USER_B, local=True))
+    c.execute("savepoint forge")
+    with raises_sqlstate("42501"):
+        c.execute(set_stmt("request.jwt.claim.sub", USER_B, local=True))
+    c.execute("rollback to savepoint forge")
     assert ident(c) == mine
     with raises_sqlstate("42501"):
         c.execute("select set_config('pg_session_auth.claims', %s, true)", [forged])

@@ -1,9 +1,10 @@
 """Prepared transactions (PREPARE TRANSACTION) holding revocation writes, and the shared
 revocation filter (defect V9).
 
-With ``max_prepared_transactions > 0`` any role that may sign out can leave a revocation write
-open indefinitely: ``begin; select auth.authenticate(t); select auth.sign_out(); prepare
-transaction 'p'``. The pre-fix build waited (2 s) for every transaction holding a write lock on
+With ``max_prepared_transactions > 0`` any role that could sign out could leave a revocation
+write open indefinitely: ``begin; select auth.authenticate(t); select auth.sign_out(); prepare
+transaction 'p'`` (now refused, see the last test; an owner's direct write can still be
+prepared, and stands in for it below). The pre-fix build waited (2 s) for every transaction holding a write lock on
 the revocation tables before filling the filter, and a prepared transaction never ends on its
 own, so every build gave up:
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import jwt
 import psycopg
 import pytest
 
@@ -138,12 +140,15 @@ class Env:
             time.sleep(0.1)
 
     def prepare_sign_out(self, token: str, gid: str) -> None:
-        """As app_user: authenticates, signs out (local) and PREPAREs the transaction, which
-        then holds the revocation write (and its locks) until COMMIT/ROLLBACK PREPARED."""
-        conn = self.user()
+        """Revokes the token's session in a PREPAREd transaction, which then holds the
+        revocation write (and its locks) until COMMIT/ROLLBACK PREPARED. The extension's own
+        functions refuse to be prepared (see the test below), so the write is the tables'
+        owner's, as an admin's tool might make it."""
+        session = jwt.decode(token, options={"verify_signature": False})["session_id"]
+        conn = self.pg.connect("postgres")
         conn.execute("begin")
-        conn.execute("select auth.authenticate(%s)", [token])
-        conn.execute("select auth.sign_out('local')")
+        conn.execute("insert into auth.revoked_sessions (session_id, reason) values (%s, 'prepared')",
+                     [session])
         conn.execute(f"prepare transaction '{gid}'")
         conn.close()
         assert self.pg.sql("select count(*) from pg_prepared_xacts where gid = %s",
@@ -151,7 +156,7 @@ class Env:
 
     def finish_prepared(self, gid: str, commit: bool) -> None:
         """COMMIT/ROLLBACK PREPARED, as the role that prepared it, from another connection."""
-        with self.pg.connect(APP_USER) as conn:
+        with self.pg.connect("postgres") as conn:
             conn.execute(f"{'commit' if commit else 'rollback'} prepared '{gid}'")
 
     def rebuild(self) -> tuple[bool, list[str]]:
@@ -334,3 +339,33 @@ def test_filter_is_built_after_a_restart_with_a_prepared_transaction(env):
     assert verdict(reader, t1) == REVOKED
     assert_refused(env.user(), t1)
     assert env.builders() == []
+
+
+def test_a_sign_out_cannot_be_prepared(env):
+    """A prepared transaction keeps its row locks until someone ends it: a prepared sign-out
+    (any role that may sign out could leave one) would make every later revocation of the same
+    session wait on it, the admin's and the victim's own. PREPARE TRANSACTION after a
+    revocation through the extension's functions is refused (0A000); the transaction is
+    rolled back, so the session is not revoked and nothing is left to block an admin."""
+    token = env.token()
+    session = jwt.decode(token, options={"verify_signature": False})["session_id"]
+    conn = env.user()
+    conn.execute("begin")
+    conn.execute("select auth.authenticate(%s)", [token])
+    conn.execute("select auth.sign_out('local')")
+    with raises_sqlstate("0A000"):
+        conn.execute("prepare transaction 'held'")
+    assert env.pg.sql("select count(*) from pg_prepared_xacts") == [(0,)]
+    # The admin's revocation does not wait on anything.
+    with env.pg.connect(KEY_ADMIN, options="-c lock_timeout=2000") as admin:
+        assert admin.execute("select auth.revoke_session(%s)", [session]).fetchone()[0] is True
+    assert verdict(env.user(), token) == REVOKED
+    # Undone by a savepoint, the sign-out no longer stands in the way.
+    conn.execute("rollback")
+    conn.execute("begin")
+    conn.execute("savepoint s")
+    conn.execute("select auth.authenticate(%s)", [env.token()])
+    conn.execute("select auth.sign_out('local')")
+    conn.execute("rollback to savepoint s")
+    conn.execute("prepare transaction 'harmless'")
+    env.finish_prepared("harmless", commit=False)

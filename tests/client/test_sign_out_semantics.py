@@ -200,13 +200,15 @@ def test_is_revoked_refused_to_a_non_admin_without_an_identity(env):
             conn.execute(IS_REVOKED, [json.dumps(claims)])
 
 
-def test_is_revoked_lets_a_non_admin_ask_only_about_its_own_subject(env):
-    """A non-admin with a bound identity may ask about claims whose sub is its own (compared
-    canonically: a UUID in another case or with braces is the same subject) and gets the
-    right answers; claims of another sub, a differently cased non-UUID sub, or without sub
-    raise 42501."""
+def test_is_revoked_lets_a_non_admin_ask_only_about_its_own_keys(env):
+    """A non-admin with a bound identity may ask about claims whose every revocation key is
+    its own - sub (compared canonically: a UUID in another case or with braces is the same
+    subject), and session, jti and iss when given - and gets the right answers. Anything
+    else is an oracle for someone else's sign-out and raises 42501: another sub, no sub,
+    its own sub with another session or jti (anyone's session could be probed), or with
+    another issuer (the same sub there is another user)."""
     me, them = _uid(), _uid()
-    my_session, spare_session = _uid(), _uid()
+    my_session, my_jti = _uid(), f"jti-{_uid()}"
     revoked_session, revoked_jti = _uid(), f"jti-{_uid()}"
     admin = env.admin()
     admin.execute("select auth.revoke_session(%s)", [revoked_session])
@@ -214,19 +216,24 @@ def test_is_revoked_lets_a_non_admin_ask_only_about_its_own_subject(env):
 
     conn = env.app()
     conn.execute("begin")
-    conn.execute("select auth.authenticate(%s)", [env.token(me, session_id=my_session)])
+    conn.execute("select auth.authenticate(%s)",
+                 [env.token(me, session_id=my_session, jti=my_jti)])
 
     def ask(claims) -> bool:
         return conn.execute(IS_REVOKED, [json.dumps(claims)]).fetchone()[0]
 
     t = now()
     for sub in (me, me.upper(), "{" + me + "}"):
-        assert ask({"sub": sub, "session_id": revoked_session, "iat": t}) is True, sub
-        assert ask({"sub": sub, "session_id": spare_session, "iat": t}) is False, sub
-        assert ask({"sub": sub, "jti": revoked_jti, "iat": t}) is True, sub
-        assert ask({"sub": sub, "jti": f"jti-{_uid()}", "iat": t}) is False, sub
+        assert ask({"sub": sub, "session_id": my_session, "iat": t}) is False, sub
+        assert ask({"sub": sub, "jti": my_jti, "iat": t}) is False, sub
+        assert ask({"sub": sub, "iat": t}) is False, sub
+    admin.execute("select auth.revoke_session(%s)", [my_session])
+    assert ask({"sub": me, "session_id": my_session, "iat": t}) is True
     refused = [{"sub": them, "session_id": revoked_session},
                {"sub": them},
+               {"sub": me, "session_id": revoked_session},
+               {"sub": me, "jti": revoked_jti},
+               {"sub": me, "iss": "https://elsewhere.example"},
                {"session_id": revoked_session},
                {"jti": revoked_jti},
                {}]
@@ -239,11 +246,13 @@ def test_is_revoked_lets_a_non_admin_ask_only_about_its_own_subject(env):
 
     # A non-UUID subject is compared exactly.
     conn.execute("begin")
-    conn.execute("select auth.authenticate(%s)", [env.token("github|42", session_id=_uid())])
-    assert ask({"sub": "github|42", "session_id": spare_session}) is False
+    github_session = _uid()
+    conn.execute("select auth.authenticate(%s)",
+                 [env.token("github|42", session_id=github_session)])
+    assert ask({"sub": "github|42", "session_id": github_session}) is False
     conn.execute("savepoint q")
     with raises_sqlstate("42501"):
-        ask({"sub": "GITHUB|42", "session_id": revoked_session})
+        ask({"sub": "GITHUB|42", "session_id": github_session})
     conn.execute("rollback to savepoint q")
     conn.execute("rollback")
 
