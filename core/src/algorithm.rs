@@ -1,5 +1,3 @@
-use jsonwebtoken::Algorithm as JwtAlgorithm;
-
 /// A JWS algorithm this project accepts. Anything else (`none`, `ES512`, `HS1`, a differently
 /// cased name) is unsupported: names are matched exactly, as RFC 7518 registers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -106,23 +104,6 @@ impl Algorithm {
 
     pub fn is_symmetric(self) -> bool {
         matches!(self.key_kind(), KeyKind::Hmac { .. })
-    }
-
-    pub(crate) fn to_jwt(self) -> JwtAlgorithm {
-        match self {
-            Algorithm::HS256 => JwtAlgorithm::HS256,
-            Algorithm::HS384 => JwtAlgorithm::HS384,
-            Algorithm::HS512 => JwtAlgorithm::HS512,
-            Algorithm::RS256 => JwtAlgorithm::RS256,
-            Algorithm::RS384 => JwtAlgorithm::RS384,
-            Algorithm::RS512 => JwtAlgorithm::RS512,
-            Algorithm::PS256 => JwtAlgorithm::PS256,
-            Algorithm::PS384 => JwtAlgorithm::PS384,
-            Algorithm::PS512 => JwtAlgorithm::PS512,
-            Algorithm::ES256 => JwtAlgorithm::ES256,
-            Algorithm::ES384 => JwtAlgorithm::ES384,
-            Algorithm::EdDSA => JwtAlgorithm::EdDSA,
-        }
     }
 }
 

@@ -3,8 +3,6 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::pkcs8::DecodePublicKey;
-use jsonwebtoken::crypto::{rust_crypto::DEFAULT_PROVIDER, JwtVerifier};
-use jsonwebtoken::DecodingKey;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::traits::PublicKeyParts;
@@ -13,6 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::algorithm::{Algorithm, KeyKind};
 use crate::error::KeyError;
 use crate::jwk::{self, PublicKeyParams};
+use crate::signature::SignatureCheck;
 
 /// A key as the keyring stores it: the raw HMAC secret, or the public key as a JWK holding
 /// only the members that define it (`kty`, `crv`, `n`, `e`, `x`, `y`) plus `alg` and `use`.
@@ -334,7 +333,7 @@ fn parse_pem(alg: Algorithm, pem: &str) -> Result<StoredKey, KeyError> {
 /// A key ready to check signatures: built once per key and cached with the keyring.
 pub struct VerifyingKey {
     alg: Algorithm,
-    verifier: Box<dyn JwtVerifier>,
+    check: SignatureCheck,
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -349,7 +348,7 @@ impl VerifyingKey {
     /// Builds the verifier for a stored key, re-checking that it fits `alg` (stored rows may
     /// have been written by hand).
     pub fn new(alg: Algorithm, stored: &StoredKey) -> Result<VerifyingKey, KeyError> {
-        let decoding_key = match stored {
+        let check = match stored {
             StoredKey::Secret(secret) => {
                 let KeyKind::Hmac { min_secret_bytes } = alg.key_kind() else {
                     return Err(KeyError::TypeMismatch {
@@ -360,19 +359,17 @@ impl VerifyingKey {
                 };
                 check_not_key_material(alg, secret)?;
                 check_secret_length(alg, min_secret_bytes, secret.len())?;
-                DecodingKey::from_secret(secret)
+                SignatureCheck::hmac(alg, secret)
             }
             StoredKey::PublicJwk(object) => {
                 let (_, stored) = jwk::parse_jwk(object, Some(alg), false)?;
                 let StoredKey::PublicJwk(object) = stored else {
                     return Err(KeyError::Invalid("expected a public key".into()));
                 };
-                decoding_key_for(alg, &object)?
+                SignatureCheck::public_key(alg, &object)?
             }
         };
-        let verifier = (DEFAULT_PROVIDER.verifier_factory)(&alg.to_jwt(), &decoding_key)
-            .map_err(|e| KeyError::Invalid(e.to_string()))?;
-        Ok(VerifyingKey { alg, verifier })
+        Ok(VerifyingKey { alg, check })
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -381,34 +378,7 @@ impl VerifyingKey {
 
     /// Checks `signature` over `signing_input` (`header.payload`, as sent).
     pub fn verify(&self, signing_input: &[u8], signature: &[u8]) -> bool {
-        self.verifier
-            .verify(signing_input, &signature.to_vec())
-            .is_ok()
-    }
-}
-
-fn member<'a>(object: &'a Map<String, Value>, name: &str) -> Result<&'a str, KeyError> {
-    object
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| KeyError::Invalid(format!("the JWK has no string member \"{name}\"")))
-}
-
-fn decoding_key_for(alg: Algorithm, object: &Map<String, Value>) -> Result<DecodingKey, KeyError> {
-    let invalid = |e: jsonwebtoken::errors::Error| KeyError::Invalid(e.to_string());
-    match alg.key_kind() {
-        KeyKind::Rsa => {
-            DecodingKey::from_rsa_components(member(object, "n")?, member(object, "e")?)
-                .map_err(invalid)
-        }
-        KeyKind::P256 | KeyKind::P384 => {
-            DecodingKey::from_ec_components(member(object, "x")?, member(object, "y")?)
-                .map_err(invalid)
-        }
-        KeyKind::Ed25519 => DecodingKey::from_ed_components(member(object, "x")?).map_err(invalid),
-        KeyKind::Hmac { .. } => Err(KeyError::Invalid(
-            "an HMAC key is stored as a secret".into(),
-        )),
+        self.check.verify(signing_input, signature)
     }
 }
 

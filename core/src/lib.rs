@@ -2,7 +2,7 @@
 //!
 //! Everything that decides whether a token is trusted lives here as plain Rust: parsing a
 //! compact JWS, turning key text (PEM or JWK) into a verifier, picking the key for a token,
-//! checking the signature through `jsonwebtoken`'s verifiers, and applying the claim rules at a
+//! checking the signature with AWS-LC (`signature`), and applying the claim rules at a
 //! clock value the caller passes in. The PostgreSQL extension is a thin layer over this crate:
 //! it supplies the keyring, the settings and the clock, and maps [`VerifyError`] to SQLSTATEs.
 
@@ -15,6 +15,7 @@ mod key;
 mod keyring;
 pub mod revocation;
 pub mod revocation_filter;
+mod signature;
 mod token;
 mod verify;
 
