@@ -295,7 +295,7 @@ def legend():
     print("raw sig      parse_compact + key lookup + signature check only, plain Rust")
     print("gross/raw    auth.verify / raw verify; net/raw: net / raw verify")
     print("claims::jsonb (details) select count(claims::jsonb) over the tokens' claims as text: the")
-    print("             jsonb_in parse auth.verify's result conversion (pgrx JsonB) also performs")
+    print("             jsonb_in parse a result built through text would cost (auth.verify builds jsonb directly)")
 
 
 def details(samples, clocks):
