@@ -12,10 +12,19 @@ DEMO_PORT="${DEMO_PORT:-55433}"
 bash scripts/setup.sh
 
 echo "== building and installing pg_session_auth (release build, a few minutes the first time)"
-cargo pgrx install --release --pg-config "$PG_BIN/pg_config" >/dev/null
+bash scripts/install.sh "$PG_BIN/pg_config" release
+
+# The demo server loads its own copy of the library, so that later installs (the test
+# command's debug builds) never touch a file it has mapped.
+LIB_DIR="${DEMO_DIR}-lib"
+mkdir -p "$LIB_DIR"
+cp "$("$PG_BIN/pg_config" --pkglibdir)/pg_session_auth.so" "$LIB_DIR/pg_session_auth.so.new"
+mv -f "$LIB_DIR/pg_session_auth.so.new" "$LIB_DIR/pg_session_auth.so"
+chmod 755 "$LIB_DIR" && chmod 644 "$LIB_DIR/pg_session_auth.so"
 
 echo "== starting PostgreSQL 15 on 127.0.0.1:$DEMO_PORT ($DEMO_DIR)"
 PG_BIN="$PG_BIN" bash scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" \
+    "dynamic_library_path = '$LIB_DIR:\$libdir'" \
     "shared_preload_libraries = 'pg_session_auth'"
 "$PG_BIN/createdb" -h 127.0.0.1 -p "$DEMO_PORT" -U postgres demo
 

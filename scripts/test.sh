@@ -33,10 +33,22 @@ step "in-server tests (cargo pgrx test $PG_VERSION)"
 cargo pgrx test "$PG_VERSION" --runas postgres --pgdata "$WORK_DIR/pgrx-test"
 
 step "install into PostgreSQL 15 for the golden-file and client tests"
-cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
+# Renamed into place, never rewritten in place: a server running an earlier build (the
+# README's demo) keeps working.
+bash scripts/install.sh "$PG_CONFIG" debug
 
 step "pg_regress golden files (tests/pg_regress), as non-superusers"
 bash scripts/regress.sh
 
 step "client tests (pytest)"
 python3 -m pytest tests/client -q -p no:cacheprovider
+
+DEMO_DIR="${DEMO_DIR:-/tmp/pg_session_auth_demo}"
+if [ -f "$DEMO_DIR/postmaster.pid" ]; then
+    step "the demo cluster (scripts/demo.sh) still answers"
+    answer="$("${PG_CONFIG%/pg_config}/psql" -X -tA -h 127.0.0.1 \
+        -p "$(sed -n 4p "$DEMO_DIR/postmaster.pid")" -U postgres -d demo \
+        -c "select auth.jwks() is not null")"
+    [ "$answer" = t ] || { echo "the demo cluster no longer answers" >&2; exit 1; }
+    echo "yes"
+fi
