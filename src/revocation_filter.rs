@@ -46,6 +46,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::gucs;
+use crate::pg::compat;
 
 /// Databases that can have a filter at the same time (a slot each).
 pub const MAX_DATABASES: usize = 4;
@@ -150,8 +151,7 @@ pub fn request_shared_memory() {
         if !pg_sys::process_shared_preload_libraries_in_progress || words_per_slot() == 0 {
             return;
         }
-        PREVIOUS_SHMEM_REQUEST = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(on_shmem_request);
+        compat::request_shared_memory(on_shmem_request, &mut *(&raw mut PREVIOUS_SHMEM_REQUEST));
         PREVIOUS_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
         pg_sys::shmem_startup_hook = Some(on_shmem_startup);
     }
@@ -416,7 +416,7 @@ pub extern "C-unwind" fn pg_session_auth_build_revocation_filter(argument: pg_sy
     unsafe {
         // As a backend does: SIGTERM (e.g. a fast shutdown) ends the build at its next
         // interrupt check; a slot it was building is then taken over by a later build.
-        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
+        compat::set_signal_handler(pg_sys::SIGTERM as i32, Some(postgres_die));
         pg_sys::BackgroundWorkerUnblockSignals();
         // Whatever the database's and role's defaults: a plain read-committed transaction
         // whose snapshot never waits, and no client time limits.
@@ -488,7 +488,7 @@ fn may_build_here(tables: &[pg_sys::Oid; 3]) -> bool {
             let tag = relation_lock_tag(*table);
             WRITE_MODES
                 .iter()
-                .any(|mode| pg_sys::LockHeldByMe(&tag, *mode as pg_sys::LOCKMODE))
+                .any(|mode| compat::lock_held_by_me(&tag, *mode as pg_sys::LOCKMODE))
         })
     }
 }
