@@ -8,8 +8,20 @@ set -euo pipefail
 # PG_BIN selects the PostgreSQL installation (default: Debian's PostgreSQL 15).
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 
+# A relocatable PostgreSQL (scripts/postgresql.sh) finds its own libpq (for replication
+# connections) only through LD_LIBRARY_PATH: its modules' RUNPATH names its build directory.
+SERVER_ENV=()
+case "$PG_BIN" in
+/usr/lib/postgresql/*) ;;
+*) SERVER_ENV=("LD_LIBRARY_PATH=$(dirname "$PG_BIN")/lib") ;;
+esac
+
 as_postgres() {
-    if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -- "$@"; fi
+    if [ "$(id -un)" = postgres ]; then
+        env "${SERVER_ENV[@]}" "$@"
+    else
+        sudo -u postgres -- env "${SERVER_ENV[@]}" "$@"
+    fi
 }
 
 action="${1:?start|stop}"

@@ -2,53 +2,70 @@
 # The whole test suite, as CI runs it (.ci/run calls exactly this):
 #   1. formatting and lints
 #   2. the server-independent core (unit, vector and property tests)
-#   3. in-server #[pg_test] tests          (cargo pgrx test, PostgreSQL 15)
+#   then, for each PostgreSQL major in PG_MAJORS (default: 14 15 16 17 18):
+#   3. in-server #[pg_test] tests          (cargo pgrx test pgNN)
 #   4. pg_regress golden files              (scripts/regress.sh, as non-superusers)
 #   5. client tests against real servers   (pytest: interoperability, privileges, several
-#      connections), each test module starting and stopping its own cluster on loopback
-# Installs its own prerequisites first (scripts/setup.sh). Run as root.
+#      connections, poolers, replicas, crashes, upgrades), each test module starting and
+#      stopping its own cluster on loopback
+# and a summary per major at the end. Installs its own prerequisites first (scripts/setup.sh,
+# which installs every major). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG_VERSION=pg15
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PG_MAJORS="${PG_MAJORS:-14 15 16 17 18}"
 WORK_DIR="${PG_SESSION_AUTH_TEST_DIR:-/tmp/pg_session_auth_test}"
+export PG_MAJORS
 
 step() { printf '\n=== %s\n' "$*"; }
 
 step "prerequisites"
 bash scripts/setup.sh
+source scripts/postgresql.sh
 
 mkdir -p "$WORK_DIR"
 chown postgres:postgres "$WORK_DIR"
 
 step "formatting and lints"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --features "$PG_VERSION pg_test" --no-default-features -- -D warnings
+cargo clippy --workspace --all-targets --features "pg15 pg_test" --no-default-features -- -D warnings
 
 step "core crate tests"
 cargo test -p pg_session_auth_core
 
-step "in-server tests (cargo pgrx test $PG_VERSION)"
-cargo pgrx test "$PG_VERSION" --runas postgres --pgdata "$WORK_DIR/pgrx-test"
+declare -A RESULT
+for major in $PG_MAJORS; do
+    PG_BIN="$(postgres_bin_dir "$major")"
+    export PG_BIN
+    RESULT[$major]="failed"
 
-step "install into PostgreSQL 15 for the golden-file and client tests"
-# Renamed into place, never rewritten in place: a server running an earlier build (the
-# README's demo) keeps working.
-bash scripts/install.sh "$PG_CONFIG" debug
+    step "PostgreSQL $major: in-server tests (cargo pgrx test pg$major)"
+    cargo pgrx test "pg$major" --runas postgres --pgdata "$WORK_DIR/pgrx-test-$major"
 
-step "pg_regress golden files (tests/pg_regress), as non-superusers"
-bash scripts/regress.sh
+    step "PostgreSQL $major: install for the golden-file and client tests"
+    # Renamed into place, never rewritten in place: a server running an earlier build (the
+    # README's demo) keeps working.
+    bash scripts/install.sh "$PG_BIN/pg_config" debug
 
-step "client tests (pytest)"
-python3 -m pytest tests/client -q -p no:cacheprovider
+    step "PostgreSQL $major: pg_regress golden files (tests/pg_regress), as non-superusers"
+    bash scripts/regress.sh
+
+    step "PostgreSQL $major: client tests (pytest)"
+    python3 -m pytest tests/client -q -p no:cacheprovider
+    RESULT[$major]="passed"
+done
 
 DEMO_DIR="${DEMO_DIR:-/tmp/pg_session_auth_demo}"
 if [ -f "$DEMO_DIR/postmaster.pid" ]; then
     step "the demo cluster (scripts/demo.sh) still answers"
-    answer="$("${PG_CONFIG%/pg_config}/psql" -X -tA -h 127.0.0.1 \
+    answer="$(/usr/lib/postgresql/15/bin/psql -X -tA -h 127.0.0.1 \
         -p "$(sed -n 4p "$DEMO_DIR/postmaster.pid")" -U postgres -d demo \
         -c "select auth.jwks() is not null")"
     [ "$answer" = t ] || { echo "the demo cluster no longer answers" >&2; exit 1; }
     echo "yes"
 fi
+
+step "summary"
+for major in $PG_MAJORS; do
+    echo "PostgreSQL $major: pg_test, pg_regress and client tests ${RESULT[$major]}"
+done

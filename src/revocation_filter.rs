@@ -151,7 +151,7 @@ pub fn request_shared_memory() {
         if !pg_sys::process_shared_preload_libraries_in_progress || words_per_slot() == 0 {
             return;
         }
-        compat::request_shared_memory(on_shmem_request, &mut *(&raw mut PREVIOUS_SHMEM_REQUEST));
+        compat::request_shared_memory(on_shmem_request, &raw mut PREVIOUS_SHMEM_REQUEST);
         PREVIOUS_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
         pg_sys::shmem_startup_hook = Some(on_shmem_startup);
     }

@@ -18,7 +18,7 @@ use crate::error::KeyError;
 
 /// A key ready to check signatures of one algorithm.
 pub(crate) enum SignatureCheck {
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
     PublicKey(ParsedPublicKey),
 }
 
@@ -30,7 +30,7 @@ impl SignatureCheck {
             Algorithm::HS512 => hmac::HMAC_SHA512,
             _ => hmac::HMAC_SHA256,
         };
-        SignatureCheck::Hmac(hmac::Key::new(algorithm, secret))
+        SignatureCheck::Hmac(Box::new(hmac::Key::new(algorithm, secret)))
     }
 
     /// A public key for `alg` from its (already validated) public JWK members.

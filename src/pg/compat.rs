@@ -8,11 +8,12 @@ use pgrx::pg_sys;
 /// directly while `shared_preload_libraries` are loaded (from `_PG_init`).
 ///
 /// # Safety
-/// Called from `_PG_init` while shared_preload_libraries are being processed.
+/// Called from `_PG_init` while shared_preload_libraries are being processed; `previous`
+/// points at the caller's static that keeps the hook it replaces.
 #[allow(unused_variables)]
 pub unsafe fn request_shared_memory(
     request: unsafe extern "C-unwind" fn(),
-    previous: &mut Option<unsafe extern "C-unwind" fn()>,
+    previous: *mut Option<unsafe extern "C-unwind" fn()>,
 ) {
     #[cfg(feature = "pg14")]
     // SAFETY: on 14, requests are allowed while preloading (the caller's contract).

@@ -34,6 +34,19 @@ import psycopg
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# The PostgreSQL installation under test (scripts/test.sh sets it per major; also read by
+# scripts/cluster.sh).
+PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+PG_CONFIG = f"{PG_BIN}/pg_config"
+PG_MAJOR = int(subprocess.run([PG_CONFIG, "--version"], capture_output=True, text=True,
+                              check=True).stdout.split()[1].split(".")[0])
+# How EXPLAIN shows the claim functions' initPlan and its value (PostgreSQL 17 changed both).
+INITPLAN = "InitPlan 1 (returns $0)" if PG_MAJOR < 17 else "InitPlan 1"
+INITPLAN_VALUE = "$0" if PG_MAJOR < 17 else "(InitPlan 1).col1"
+# A relocatable PostgreSQL (scripts/postgresql.sh) finds its own libpq only through this:
+# its modules' RUNPATH names the directory it was built for.
+SERVER_ENV = ([] if PG_BIN.startswith("/usr/lib/postgresql/")
+              else [f"LD_LIBRARY_PATH={Path(PG_BIN).parent / 'lib'}"])
 CLUSTER_SH = REPO / "scripts" / "cluster.sh"
 PORTS = range(55500, 55600)
 # How a cluster loads the library: in the postmaster (the recommended setting: settings
@@ -86,7 +99,9 @@ def free_ports(ports) -> list[int]:
 
 def as_postgres(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Runs a server program as the postgres OS user (PostgreSQL refuses to run as root)."""
-    command = list(argv) if os.geteuid() != 0 else ["sudo", "-u", "postgres", "--", *argv]
+    command = ["env", *SERVER_ENV, *argv]
+    if os.geteuid() == 0:
+        command = ["sudo", "-u", "postgres", "--", *command]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 

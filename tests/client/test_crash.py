@@ -20,9 +20,8 @@ import psycopg
 import pytest
 
 from client_support import claims, invalid, make_key
-from conftest import PRELOAD_LINES, SAFETY_OPTIONS, Cluster, as_postgres
+from conftest import PG_BIN, PRELOAD_LINES, SAFETY_OPTIONS, Cluster, as_postgres
 
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 PORTS = range(55950, 56000)
 REVOKED = "invalid token: revoked"  # (client_support.REASONS predates revocation)
 TABLES = ("auth.revoked_sessions", "auth.revoked_users", "auth.revoked_tokens", "auth.keys")

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import REPO, as_postgres, running_cluster
+from conftest import PG_BIN, REPO, as_postgres, running_cluster
 
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 
 
 def mapped_library(pid: int) -> tuple[int, str]:

@@ -34,14 +34,13 @@ import psycopg
 import pytest
 
 from client_support import make_key, now
-from conftest import (APP_USER, KEY_ADMIN, PRELOAD_LINES, Cluster, as_postgres,
+from conftest import (PG_BIN, APP_USER, KEY_ADMIN, PRELOAD_LINES, Cluster, as_postgres,
                       collect_notices, raises_sqlstate)
 
 KID = "prepared-k"
 OK = "ok"
 REVOKED_MESSAGE = "invalid token: revoked"
 REVOKED = "28000 " + REVOKED_MESSAGE
-PG_BIN = "/usr/lib/postgresql/15/bin"
 TABLES = ("auth.revoked_sessions", "auth.revoked_users", "auth.revoked_tokens")
 PKEYS = ("auth.revoked_sessions_pkey", "auth.revoked_users_pkey", "auth.revoked_tokens_pkey")
 # The build worker's bgw_type (src/revocation_filter.rs), shown as pg_stat_activity.backend_type.

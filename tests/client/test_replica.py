@@ -26,9 +26,8 @@ import psycopg.types.json
 import pytest
 
 from client_support import claims, invalid, make_key
-from conftest import PRELOAD_LINES, Cluster, _live_clusters, as_postgres, free_ports, raises_sqlstate
+from conftest import PG_BIN, PRELOAD_LINES, Cluster, _live_clusters, as_postgres, free_ports, raises_sqlstate
 
-PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 PRIMARY_PORTS = range(55900, 55925)
 STANDBY_PORTS = range(55925, 55950)
 

@@ -27,7 +27,7 @@ import psycopg
 import pytest
 
 from client_support import make_key, now, split
-from conftest import APP_USER, KEY_ADMIN, SAFETY_OPTIONS, raises_sqlstate, running_cluster
+from conftest import PG_BIN, APP_USER, KEY_ADMIN, SAFETY_OPTIONS, raises_sqlstate, running_cluster
 
 AUTHENTICATOR = "authenticator"
 KID = "rev-k"
@@ -35,7 +35,6 @@ REVOKED = "invalid token: revoked"
 OK = "ok"
 REVOKED_VERDICT = "28000 " + REVOKED
 TABLES = ("auth.revoked_sessions", "auth.revoked_users", "auth.revoked_tokens")
-PG_BIN = "/usr/lib/postgresql/15/bin"
 RESTORED_DB = "restored_revocations"
 
 

@@ -21,13 +21,12 @@ import psycopg
 import pytest
 
 from client_support import make_key, now
-from conftest import (KEY_ADMIN, PRELOAD_LINES, TRY_VERIFY, Cluster, as_postgres,
+from conftest import (PG_BIN, KEY_ADMIN, PRELOAD_LINES, TRY_VERIFY, Cluster, as_postgres,
                       raises_sqlstate)
 
 AUTHENTICATOR = "filter_authenticator"
 KID = "filter-k"
 REVOKED = "28000 invalid token: revoked"
-PG_BIN = "/usr/lib/postgresql/15/bin"
 FILTER_KB = 16
 CAPACITY = FILTER_KB * 1024 * 8 // 12
 PKEYS = ("auth.revoked_sessions_pkey", "auth.revoked_users_pkey", "auth.revoked_tokens_pkey")

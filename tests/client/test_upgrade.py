@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from client_support import make_key, now
-from conftest import REPO, SAFETY_OPTIONS, raises_sqlstate
+from conftest import PG_CONFIG, REPO, SAFETY_OPTIONS, raises_sqlstate
 
-PG_CONFIG = "/usr/lib/postgresql/15/bin/pg_config"
 OLD_SCRIPTS = sorted((REPO / "tests" / "upgrade").glob("pg_session_auth--*.sql"))
 KID = "upgrade-k"
 

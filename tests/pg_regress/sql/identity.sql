@@ -34,7 +34,7 @@ begin;
 select auth.authenticate(:'alice') ->> 'email' as email;
 select error_of($$set local request.jwt.claims = '{"sub": "7d2e9c14-6b3a-4f58-9e01-3c8a5b6d7e2f", "role": "authenticated"}'$$) as forged_request_claims;
 select current_setting('request.jwt.claims')::jsonb ->> 'email' as request_claims_still_alice;
-set local request.jwt.claim.sub = '7d2e9c14-6b3a-4f58-9e01-3c8a5b6d7e2f';
+select error_of($$set local request.jwt.claim.sub = '7d2e9c14-6b3a-4f58-9e01-3c8a5b6d7e2f'$$) as forged_legacy_sub;
 select auth.email() as still_alice, count(*) as alices_rows from public.todos;
 select error_of('set pg_session_auth.claims = ''{"sub": "7d2e9c14-6b3a-4f58-9e01-3c8a5b6d7e2f"}''');
 select error_of('select set_config(''pg_session_auth.claims'', ''{}'', true)');
