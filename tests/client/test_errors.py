@@ -386,6 +386,13 @@ def bad_key_cases(keys):
         "alg lower case": ("hs256", "s" * 64),
         "alg empty": ("", "s" * 64),
         "alg RS1": ("RS1", rs.public_pem),
+        # A public key must never become an HMAC secret, however it is disguised.
+        "HS256 PEM after a byte-order mark": ("HS256", "\ufeff" + rs.public_pem),
+        "HS256 PEM after blank lines": ("HS256", "\r\n\n" + rs.public_pem),
+        "HS256 oct JWK whose k is a PEM": ("HS256", json.dumps(
+            {"kty": "oct", "k": b64url(rs.public_pem.encode())})),
+        "HS256 JWK text as the secret": ("HS256", "\ufeff" + json.dumps(rs.public_jwk)),
+        "HS256 JWKS text as the secret": ("HS256", json.dumps({"keys": [rs.public_jwk]})),
     })
     return cases
 
