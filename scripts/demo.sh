@@ -36,7 +36,7 @@ PG_BIN="$PG_BIN" bash scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" \
 cat <<MSG
 
 The demo cluster is still running. Explore it with:
-    psql -h 127.0.0.1 -p $DEMO_PORT -U postgres demo
+    $PG_BIN/psql -h 127.0.0.1 -p $DEMO_PORT -U postgres demo
 Stop it with:
-    bash scripts/cluster.sh stop $DEMO_DIR
+    PG_BIN=$PG_BIN bash scripts/cluster.sh stop $DEMO_DIR
 MSG
