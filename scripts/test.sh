@@ -56,7 +56,8 @@ for major in $PG_MAJORS; do
 done
 
 DEMO_DIR="${DEMO_DIR:-/tmp/pg_session_auth_demo}"
-if [ -f "$DEMO_DIR/postmaster.pid" ]; then
+# Only a demo server that is running (a killed one leaves its postmaster.pid behind).
+if [ -f "$DEMO_DIR/postmaster.pid" ] && kill -0 "$(head -1 "$DEMO_DIR/postmaster.pid")" 2>/dev/null; then
     step "the demo cluster (scripts/demo.sh) still answers"
     answer="$(/usr/lib/postgresql/15/bin/psql -X -tA -h 127.0.0.1 \
         -p "$(sed -n 4p "$DEMO_DIR/postmaster.pid")" -U postgres -d demo \
