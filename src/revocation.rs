@@ -229,39 +229,55 @@ fn user_key(issuer: &str, user: &str) -> String {
     format!("{issuer}\0{user}")
 }
 
+/// The cut-off columns of a user row chosen by `$condition`, as a lateral sub-select.
+macro_rules! user_cutoff_select {
+    ($condition:literal) => {
+        concat!(
+            "(select true as found, \
+                    pg_catalog.date_part('epoch', r.revoked_before) as revoked_before, \
+                    pg_catalog.date_part('epoch', r.others_revoked_before) as others_revoked_before, \
+                    r.keep_session_id \
+             from auth.revoked_users r where ",
+            $condition,
+            ")"
+        )
+    };
+}
+
+/// The session and token probes every lookup starts with ($1 session, $2 jti).
+macro_rules! lookup_start {
+    () => {
+        "select exists (select from auth.revoked_sessions s where s.session_id operator(pg_catalog.=) $1), \
+                exists (select from auth.revoked_tokens t where t.jti operator(pg_catalog.=) $2), "
+    };
+}
+
 /// The lookup of one token's missing answers: $1 session, $2 jti, $3 subject at every issuer,
 /// $4 subject at issuer $5 (each NULL when not needed).
-const LOOKUP: &str = "select exists (select from auth.revoked_sessions s where s.session_id operator(pg_catalog.=) $1), \
-        exists (select from auth.revoked_tokens t where t.jti operator(pg_catalog.=) $2), \
-        a.found, a.revoked_before, a.others_revoked_before, a.keep_session_id, \
-        i.found, i.revoked_before, i.others_revoked_before, i.keep_session_id \
- from (select) as one left join lateral ( \
-     select true as found, \
-            pg_catalog.date_part('epoch', r.revoked_before) as revoked_before, \
-            pg_catalog.date_part('epoch', r.others_revoked_before) as others_revoked_before, \
-            r.keep_session_id \
-     from auth.revoked_users r \
-     where r.user_id operator(pg_catalog.=) $3 and r.issuer operator(pg_catalog.=) '') as a on true \
- left join lateral ( \
-     select true as found, \
-            pg_catalog.date_part('epoch', r.revoked_before) as revoked_before, \
-            pg_catalog.date_part('epoch', r.others_revoked_before) as others_revoked_before, \
-            r.keep_session_id \
-     from auth.revoked_users r \
-     where r.user_id operator(pg_catalog.=) $4 and r.issuer operator(pg_catalog.=) $5) as i on true";
+const LOOKUP: &str = concat!(
+    lookup_start!(),
+    "a.found, a.revoked_before, a.others_revoked_before, a.keep_session_id, \
+     i.found, i.revoked_before, i.others_revoked_before, i.keep_session_id \
+     from (select) as one left join lateral ",
+    user_cutoff_select!(
+        "r.user_id operator(pg_catalog.=) $3 and r.issuer operator(pg_catalog.=) ''"
+    ),
+    " as a on true left join lateral ",
+    user_cutoff_select!(
+        "r.user_id operator(pg_catalog.=) $4 and r.issuer operator(pg_catalog.=) $5"
+    ),
+    " as i on true"
+);
 
 /// [`LOOKUP`] for a database still at version 0.2.0, whose cut-offs hold at every issuer.
-const LOOKUP_BEFORE_ISSUERS: &str = "select exists (select from auth.revoked_sessions s where s.session_id operator(pg_catalog.=) $1), \
-        exists (select from auth.revoked_tokens t where t.jti operator(pg_catalog.=) $2), \
-        a.found, a.revoked_before, a.others_revoked_before, a.keep_session_id, \
-        null, null, null, null \
- from (select) as one left join lateral ( \
-     select true as found, \
-            pg_catalog.date_part('epoch', r.revoked_before) as revoked_before, \
-            pg_catalog.date_part('epoch', r.others_revoked_before) as others_revoked_before, \
-            r.keep_session_id \
-     from auth.revoked_users r \
-     where r.user_id operator(pg_catalog.=) $3) as a on true";
+const LOOKUP_BEFORE_ISSUERS: &str = concat!(
+    lookup_start!(),
+    "a.found, a.revoked_before, a.others_revoked_before, a.keep_session_id, \
+     null, null, null, null \
+     from (select) as one left join lateral ",
+    user_cutoff_select!("r.user_id operator(pg_catalog.=) $3"),
+    " as a on true"
+);
 
 fn cutoff_from(row: &[Option<String>]) -> Option<UserCutoff> {
     (row[0].as_deref() == Some("t")).then(|| UserCutoff {
