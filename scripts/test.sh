@@ -29,6 +29,11 @@ chown postgres:postgres "$WORK_DIR"
 step "formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --features "pg15 pg_test" --no-default-features -- -D warnings
+# One error path: only src/errors.rs reports errors (no pgrx::error!/ereport!, which are XX000).
+if grep -rnE '(^|[^_a-z])(error|ereport)!\(' src --include='*.rs' | grep -v '^src/errors.rs:'; then
+    echo "scripts/test.sh: raise errors through src/errors.rs (Failure), not error!/ereport!" >&2
+    exit 1
+fi
 
 step "core crate tests"
 cargo test -p pg_session_auth_core

@@ -14,7 +14,7 @@ use std::ffi::{CStr, CString};
 use std::rc::Rc;
 
 use pg_session_auth_core::identity::{has_expired, RolePolicy};
-use pg_session_auth_core::{Claims, KeyRef, Rejection, VerifyError};
+use pg_session_auth_core::{Claims, KeyRef, Rejection};
 use pgrx::pg_sys;
 
 use crate::gucs::{self, ClaimsSource};
@@ -44,7 +44,7 @@ fn set_local(name: &CStr, value: &str, context: pg_sys::GucContext::Type) {
 }
 
 fn reject(rejection: Rejection) -> ! {
-    errors::raise_verify_error(&VerifyError::Rejected(rejection))
+    errors::raise(rejection)
 }
 
 /// Checks that the session user may run as `role`: it exists, is not a superuser, and the

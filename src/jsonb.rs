@@ -13,7 +13,7 @@ use pgrx::pg_sys::{self, JsonbIteratorToken as Token};
 use pgrx::{FromDatum, IntoDatum};
 use serde_json::{Map, Number, Value};
 
-use crate::errors::raise_invalid_parameter;
+use crate::errors::{invalid_argument, raise};
 
 /// A JSON object returned as `jsonb`, built directly from its `serde_json` form.
 pub struct JsonbObject(pub Map<String, Value>);
@@ -194,13 +194,13 @@ impl JsonbArgument {
     /// (numbers beyond double precision's range, nesting deeper than 128 levels).
     pub fn value_or_raise(&self, what: &str) -> Value {
         serde_json::from_str(&self.0).unwrap_or_else(|error| {
-            raise_invalid_parameter(
+            raise(invalid_argument(
                 format!("{what} cannot be read: {}", unreadable_because(&error)),
                 Some(
                     "Numbers must fit a double precision float and nesting may be at most 128 levels deep."
                         .to_owned(),
                 ),
-            )
+            ))
         })
     }
 
@@ -208,7 +208,10 @@ impl JsonbArgument {
     pub fn object_or_raise(&self, what: &str) -> Map<String, Value> {
         match self.value_or_raise(what) {
             Value::Object(object) => object,
-            _ => raise_invalid_parameter(format!("{what} must be a JSON object"), None),
+            _ => raise(invalid_argument(
+                format!("{what} must be a JSON object"),
+                None,
+            )),
         }
     }
 }

@@ -19,6 +19,8 @@ use pgrx::pg_sys;
 use pgrx::spi::Spi;
 use pgrx::IntoDatum;
 
+use crate::errors::{raise, Failure};
+
 /// One row, every column in its text form (`None` for NULL).
 pub type TextRow = Vec<Option<String>>;
 
@@ -108,7 +110,9 @@ unsafe fn prepared_plan(query: &'static str, args: &[Arg]) -> pg_sys::SPIPlanPtr
     let mut types: Vec<pg_sys::Oid> = args.iter().map(|(oid, _)| *oid).collect();
     let plan = pg_sys::SPI_prepare(text.as_ptr(), types.len() as i32, types.as_mut_ptr());
     if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
-        pgrx::error!("pg_session_auth: could not prepare an internal query");
+        raise(Failure::ObjectsAltered {
+            what: "an internal query could not be prepared".into(),
+        });
     }
     PLANS.with(|plans| plans.borrow_mut().insert(query, plan as usize));
     plan
@@ -146,7 +150,9 @@ fn run(
             }
         };
         if status < 0 {
-            pgrx::error!("pg_session_auth: an internal query failed (SPI status {status})");
+            raise(Failure::ObjectsAltered {
+                what: format!("an internal query failed (SPI status {status})"),
+            });
         }
         (pg_sys::SPI_processed, collect_rows())
     })

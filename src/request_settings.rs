@@ -16,6 +16,7 @@ use std::ffi::{c_char, c_void, CStr, CString};
 
 use pgrx::pg_sys;
 
+use crate::errors::Failure;
 use crate::identity;
 
 /// What a setting shows while an identity is bound.
@@ -124,17 +125,15 @@ unsafe extern "C-unwind" fn check<const N: usize>(
     if proposed == bound.as_slice() {
         return true;
     }
-    // SAFETY: GUC_check_errcode and the message globals are how check hooks report why.
+    let failure = Failure::BoundClaimSetting;
+    let message = CString::new(failure.message()).expect("the message has no NUL byte");
+    let detail = CString::new(failure.detail().unwrap_or_default()).expect("no NUL byte");
+    // SAFETY: GUC_check_errcode and the message globals are how check hooks report why; the
+    // strings are copied into the server's memory before the CStrings are dropped.
     unsafe {
-        pg_sys::GUC_check_errcode(pgrx::PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE as i32);
-        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
-            c"the request's claim settings cannot be changed while auth.authenticate() has bound an identity"
-                .as_ptr(),
-        );
-        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(
-            c"request.jwt.claims and request.jwt.claim[.sub|.role|.email] follow the identity bound in this transaction."
-                .as_ptr(),
-        );
+        pg_sys::GUC_check_errcode(failure.error_code() as i32);
+        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
     }
     false
 }

@@ -151,7 +151,9 @@ fn find_tables() -> Tables {
     }
     if found != 3 {
         // Verification must not go on as if nothing were revoked.
-        crate::errors::raise_missing_tables("the revocation tables are");
+        crate::errors::raise(crate::errors::Failure::MissingTables {
+            what: "the revocation tables are",
+        });
     }
     tables.triggers_version = versions.finish();
     tables
@@ -423,11 +425,7 @@ unsafe extern "C-unwind" fn on_transaction_end(
     if event == XACT_EVENT_PRE_PREPARE && revocation_written_in_this_transaction() {
         // A prepared transaction keeps its row locks until someone ends it: a prepared
         // sign-out would make every later revocation of the same session or user wait on it.
-        crate::errors::raise(
-            pgrx::PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            "cannot PREPARE a transaction that signed out or revoked through pg_session_auth",
-            Some("Commit it instead."),
-        );
+        crate::errors::raise(crate::errors::Failure::PrepareAfterRevocation);
     }
     if matches!(
         event,

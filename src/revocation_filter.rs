@@ -45,6 +45,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTi
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use crate::errors::{raise, Failure};
 use crate::gucs;
 use crate::pg::compat;
 
@@ -736,7 +737,9 @@ fn note_revocation<'a>(
     };
     let kind = trigger.extra_args()?.into_iter().next().unwrap_or_default();
     let unreadable = |error: pgrx::datum::TryFromDatumError| -> ! {
-        error!("pg_session_auth: cannot read the revoked key: {error}")
+        raise(Failure::ObjectsAltered {
+            what: format!("note_revocation cannot read the revoked key: {error}"),
+        })
     };
     match kind.as_str() {
         "session" => {
@@ -757,7 +760,9 @@ fn note_revocation<'a>(
                 add(FilterKey::Token(jti));
             }
         }
-        other => error!("pg_session_auth: note_revocation does not know the kind {other:?}"),
+        other => raise(Failure::ObjectsAltered {
+            what: format!("note_revocation does not know the kind {other:?}"),
+        }),
     }
     Ok(None)
 }

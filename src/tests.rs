@@ -457,4 +457,57 @@ mod tests {
         let bad_document = error_of("select auth.import_jwks('{\"keys\": 5}')").unwrap();
         assert!(bad_document.starts_with("22023: "), "{bad_document}");
     }
+
+    /// The README's table of SQLSTATEs is exactly what `errors::Failure` raises, plus what
+    /// the SQL functions raise; each code the Rust side raises is one pgrx knows.
+    #[pg_test]
+    fn every_sqlstate_is_documented() {
+        use crate::errors::{error_code, Failure, SQLSTATES};
+        use std::collections::BTreeSet;
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Errors\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("the README has an Errors section");
+        let documented: BTreeSet<&str> = section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|rest| rest.get(..6)?.strip_suffix('`'))
+            .filter(|code| code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+            .collect();
+        let raised: BTreeSet<&str> = SQLSTATES.iter().map(|(code, _)| *code).collect();
+        assert_eq!(
+            documented, raised,
+            "README's Errors table vs errors::SQLSTATES"
+        );
+        let mut produced = BTreeSet::new();
+        for failure in Failure::one_of_each() {
+            produced.insert(failure.sqlstate());
+            if failure != Failure::RequestRefused {
+                assert_ne!(
+                    failure.error_code(),
+                    pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    "{failure:?}"
+                );
+            }
+        }
+        assert_eq!(produced, raised, "errors::SQLSTATES vs the variants");
+        for sql in [
+            include_str!("../sql/bootstrap.sql"),
+            include_str!("../sql/finalize.sql"),
+        ] {
+            for raise in sql.split("raise sqlstate '").skip(1) {
+                let code = &raise[..5];
+                assert!(
+                    raised.contains(code),
+                    "SQL raises {code}, not in errors::SQLSTATES"
+                );
+            }
+        }
+        assert_eq!(
+            error_code("28000"),
+            pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION
+        );
+    }
 }

@@ -1,12 +1,11 @@
 //! One verification as the SQL functions perform it: the trusted settings, the statement's
 //! clock and the cached keyring, handed to the core.
 
-use pg_session_auth_core::{
-    verify_with_key, ClaimRules, Claims, KeyRef, Policy, Rejection, VerifyError,
-};
+use pg_session_auth_core::{verify_with_key, ClaimRules, Claims, KeyRef, Policy, Rejection};
 use pgrx::pg_sys;
 
-use crate::{errors, gucs, keyring, revocation};
+use crate::errors::raise;
+use crate::{gucs, keyring, revocation};
 
 /// Seconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const POSTGRES_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
@@ -29,9 +28,7 @@ pub fn check_time() -> i64 {
 /// Returns the claims and the key that verified them.
 pub fn verify_or_raise(token: Option<&str>) -> (Claims, KeyRef) {
     let Some(token) = token else {
-        errors::raise_verify_error(&VerifyError::Rejected(Rejection::Malformed(
-            "The token is NULL.",
-        )));
+        raise(Rejection::Malformed("The token is NULL."));
     };
     let issuer = gucs::issuer();
     let audience = gucs::audience();
@@ -48,10 +45,10 @@ pub fn verify_or_raise(token: Option<&str>) -> (Claims, KeyRef) {
     let (claims, key) =
         match keyring::with_keyring(|keys| verify_with_key(token, keys, &policy, now)) {
             Ok(verified) => verified,
-            Err(error) => errors::raise_verify_error(&error),
+            Err(error) => raise(error),
         };
     if revocation::claims_revoked(&claims) {
-        errors::raise_verify_error(&VerifyError::Rejected(Rejection::Revoked));
+        raise(Rejection::Revoked);
     }
     (claims, key)
 }

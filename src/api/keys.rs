@@ -4,21 +4,19 @@
 
 use pg_session_auth_core::{check_kid, parse_jwks, parse_key, Algorithm, StoredKey, VerifyingKey};
 use pgrx::prelude::*;
-use pgrx::{IntoDatum, PgSqlErrorCode};
+use pgrx::IntoDatum;
 
-use crate::errors::{
-    raise, raise_invalid_parameter, raise_key_error, raise_missing_tables, required,
-};
+use crate::errors::{invalid_argument, raise, required, Failure};
 use crate::jsonb::{object_to_jsonb, JsonbArgument};
 use crate::owner_spi::{self, text_arg};
 
 fn algorithm(name: &str) -> Algorithm {
     Algorithm::from_name(name).unwrap_or_else(|| {
         let supported: Vec<&str> = Algorithm::ALL.iter().map(|alg| alg.name()).collect();
-        raise_invalid_parameter(
+        raise(invalid_argument(
             format!("unsupported algorithm {name:?}"),
             Some(format!("Supported algorithms: {}.", supported.join(", "))),
-        )
+        ))
     })
 }
 
@@ -26,7 +24,7 @@ fn algorithm(name: &str) -> Algorithm {
 fn checked_issuer(issuer: Option<&str>) -> Option<&str> {
     let issuer = issuer?;
     if issuer.is_empty() || issuer.len() > 1024 {
-        raise_invalid_parameter("an issuer must be 1 to 1024 bytes", None);
+        raise(invalid_argument("an issuer must be 1 to 1024 bytes", None));
     }
     Some(issuer)
 }
@@ -34,14 +32,16 @@ fn checked_issuer(issuer: Option<&str>) -> Option<&str> {
 /// Inserts or replaces a key (a replaced key is active again, bound to `issuer` or to none).
 fn store_key(kid: &str, alg: Algorithm, stored: &StoredKey, issuer: Option<&str>) {
     if let Err(error) = VerifyingKey::new(alg, stored) {
-        raise_key_error(&error);
+        raise(Failure::UnusableKey(error));
     }
     let (secret, public_jwk) = match stored {
         StoredKey::Secret(secret) => (Some(secret.clone()), None),
         StoredKey::PublicJwk(jwk) => (None, Some(object_to_jsonb(jwk))),
     };
     let Some((relid, owner)) = owner_spi::relation_and_owner("keys") else {
-        raise_missing_tables("auth.keys is");
+        raise(Failure::MissingTables {
+            what: "auth.keys is",
+        });
     };
     let args = [
         text_arg(kid),
@@ -71,11 +71,9 @@ fn store_key(kid: &str, alg: Algorithm, stored: &StoredKey, issuer: Option<&str>
             &args[..4],
         );
     } else {
-        raise(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "keys can be bound to an issuer only once the extension is updated",
-            Some("Run ALTER EXTENSION pg_session_auth UPDATE."),
-        );
+        raise(Failure::NotUpdated {
+            what: "keys can be bound to an issuer",
+        });
     }
 }
 
@@ -96,13 +94,13 @@ pub fn add_key_for_issuer(
         required(key, "key"),
     );
     if let Err(error) = check_kid(kid) {
-        raise_key_error(&error);
+        raise(Failure::UnusableKey(error));
     }
     let alg = algorithm(alg);
     let issuer = checked_issuer(issuer);
     match parse_key(alg, key) {
         Ok(stored) => store_key(kid, alg, &stored, issuer),
-        Err(error) => raise_key_error(&error),
+        Err(error) => raise(Failure::UnusableKey(error)),
     }
 }
 
@@ -117,7 +115,7 @@ pub fn import_jwks_for_issuer(
 ) -> i32 {
     let jwks = required(jwks, "jwks").value_or_raise("jwks");
     let issuer = checked_issuer(issuer);
-    let entries = parse_jwks(&jwks).unwrap_or_else(|error| raise_key_error(&error));
+    let entries = parse_jwks(&jwks).unwrap_or_else(|error| raise(Failure::UnusableKey(error)));
     let mut imported = 0;
     for entry in entries {
         match (&entry.kid, entry.outcome) {

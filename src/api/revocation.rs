@@ -10,9 +10,9 @@ use pg_session_auth_core::revocation::{RevocationKeys, EVERY_ISSUER};
 use pg_session_auth_core::Claims;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
-use pgrx::{IntoDatum, PgSqlErrorCode, Uuid};
+use pgrx::{IntoDatum, Uuid};
 
-use crate::errors::{raise, raise_invalid_parameter, raise_missing_tables, required};
+use crate::errors::{invalid_argument, raise, required, Failure};
 use crate::identity::current_claims_even_if_revoked;
 use crate::jsonb::JsonbArgument;
 use crate::owner_spi::{self, text_arg, uuid_arg, Arg};
@@ -32,22 +32,23 @@ fn caller_is_admin() -> bool {
 }
 
 /// Allows the call when the caller is an admin or `own` says it concerns the caller's own
-/// identity; raises `42501` with `message` otherwise.
-fn require_own_or_admin(message: &str, own: impl FnOnce(&Claims) -> bool) {
+/// identity; raises `42501` (permission denied to `action`) otherwise.
+fn require_own_or_admin(action: &'static str, own: impl FnOnce(&Claims) -> bool) {
     if caller_is_admin() || current_claims_even_if_revoked().is_some_and(|claims| own(&claims)) {
         return;
     }
-    raise(
-        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        message,
-        Some("Only members of session_auth_admin may act on what is not their own."),
-    )
+    raise(Failure::PermissionDenied {
+        action,
+        only_own: true,
+    })
 }
 
 fn tables_owner() -> pg_sys::Oid {
     match owner_spi::relation_and_owner("revoked_sessions") {
         Some((_, owner)) => owner,
-        None => raise_missing_tables("the revocation tables are"),
+        None => raise(Failure::MissingTables {
+            what: "the revocation tables are",
+        }),
     }
 }
 
@@ -102,7 +103,7 @@ fn insert_token(
     reason: Option<&str>,
 ) -> bool {
     if jti.is_empty() || jti.len() > 1024 {
-        raise_invalid_parameter("a jti must be 1 to 1024 bytes", None);
+        raise(invalid_argument("a jti must be 1 to 1024 bytes", None));
     }
     revocation::note_revocation_written();
     let (_, rows) = owner_spi::modify(
@@ -180,14 +181,19 @@ fn upsert_user_cutoff(
     reason: Option<&str>,
 ) {
     if user_id.is_empty() || user_id.len() > 1024 {
-        raise_invalid_parameter("a user id must be 1 to 1024 bytes", None);
+        raise(invalid_argument("a user id must be 1 to 1024 bytes", None));
     }
     if issuer.len() > 1024 {
-        raise_invalid_parameter("an issuer must be at most 1024 bytes", None);
+        raise(invalid_argument(
+            "an issuer must be at most 1024 bytes",
+            None,
+        ));
     }
     revocation::note_revocation_written();
     let Some((relid, owner)) = owner_spi::relation_and_owner("revoked_users") else {
-        raise_missing_tables("the revocation tables are");
+        raise(Failure::MissingTables {
+            what: "the revocation tables are",
+        });
     };
     // A database not yet updated to 0.3.0 keeps cut-offs for every issuer only.
     let statement = if owner_spi::has_column(relid, "issuer") {
@@ -214,10 +220,9 @@ fn upsert_user_cutoff(
 #[pg_extern(volatile, parallel_unsafe)]
 fn revoke_session(session_id: Option<Uuid>, reason: default!(Option<&str>, "NULL")) -> bool {
     let session = *required(session_id, "session_id").as_bytes();
-    require_own_or_admin(
-        "permission denied to revoke another user's session",
-        |claims| identity::session_id(claims) == Some(session),
-    );
+    require_own_or_admin("revoke another user's session", |claims| {
+        identity::session_id(claims) == Some(session)
+    });
     insert_session(session, reason)
 }
 
@@ -241,11 +246,10 @@ pub fn revoke_user_at_issuer(
             && issuer.is_none_or(|issuer| issuer == issuer_of(claims))
     });
     let Some(own) = own else {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            "permission denied to revoke another user's tokens",
-            Some("Only members of session_auth_admin may act on what is not their own."),
-        )
+        raise(Failure::PermissionDenied {
+            action: "revoke another user's tokens",
+            only_own: true,
+        })
     };
     upsert_user_cutoff(&user_id, issuer_of(&own), None, None, reason);
 }
@@ -280,11 +284,10 @@ fn revoke_token(
     let own = current_claims_even_if_revoked()
         .filter(|claims| identity::string_claim(claims, "jti") == Some(jti));
     let Some(own) = own else {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            "permission denied to revoke another user's token",
-            Some("Only members of session_auth_admin may act on what is not their own."),
-        )
+        raise(Failure::PermissionDenied {
+            action: "revoke another user's token",
+            only_own: true,
+        })
     };
     insert_token(jti, expiry_of(&own), None)
 }
@@ -296,20 +299,18 @@ fn revoke_token(
 fn sign_out(scope: default!(Option<&str>, "'local'")) {
     let scope = required(scope, "scope");
     let Some(claims) = current_claims_even_if_revoked() else {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-            "auth.sign_out() needs an authenticated identity",
-            Some("Call auth.authenticate() first in the same transaction."),
-        )
+        raise(Failure::NotAuthenticated {
+            function: "auth.sign_out()",
+        })
     };
     let session = identity::session_id(&claims);
     let sub = subject(&claims);
     let issued_at = claims.get("iat").and_then(serde_json::Value::as_f64);
     let no_claim = |what: &str| -> ! {
-        raise_invalid_parameter(
+        raise(invalid_argument(
             format!("cannot sign out with scope {scope:?}: the token has no {what}"),
             None,
-        )
+        ))
     };
     match scope {
         "local" => match (session, identity::string_claim(&claims, "jti")) {
@@ -338,10 +339,10 @@ fn sign_out(scope: default!(Option<&str>, "'local'")) {
                 Some("sign_out(others)"),
             );
         }
-        _ => raise_invalid_parameter(
+        _ => raise(invalid_argument(
             format!("unknown sign-out scope {scope:?}"),
             Some("The scope is 'local', 'global' or 'others'.".into()),
-        ),
+        )),
     }
 }
 
@@ -356,19 +357,16 @@ fn to_timestamp(unix_seconds: f64) -> pg_sys::TimestampTz {
 #[pg_extern(stable, parallel_restricted)]
 fn is_revoked(claims: Option<JsonbArgument>) -> bool {
     let claims = required(claims, "claims").object_or_raise("claims");
-    require_own_or_admin(
-        "permission denied to check another user's revocations",
-        |own| {
-            // Every key the claims are looked up by must be the caller's own: else the answer
-            // tells about someone else's session, token or sign-out.
-            let (asked, mine) = (RevocationKeys::of(&claims), RevocationKeys::of(own));
-            asked.user.is_some()
-                && asked.user == mine.user
-                && asked.session.is_none_or(|s| mine.session == Some(s))
-                && asked.jti.is_none_or(|j| mine.jti == Some(j))
-                && asked.issuer.is_none_or(|i| mine.issuer == Some(i))
-        },
-    );
+    require_own_or_admin("check another user's revocations", |own| {
+        // Every key the claims are looked up by must be the caller's own: else the answer
+        // tells about someone else's session, token or sign-out.
+        let (asked, mine) = (RevocationKeys::of(&claims), RevocationKeys::of(own));
+        asked.user.is_some()
+            && asked.user == mine.user
+            && asked.session.is_none_or(|s| mine.session == Some(s))
+            && asked.jti.is_none_or(|j| mine.jti == Some(j))
+            && asked.issuer.is_none_or(|i| mine.issuer == Some(i))
+    });
     revocation::claims_revoked(&claims)
 }
 
@@ -379,11 +377,10 @@ fn is_revoked(claims: Option<JsonbArgument>) -> bool {
 #[pg_extern(volatile, parallel_unsafe)]
 fn purge_revocations() -> i64 {
     if !caller_is_admin() {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            "permission denied to purge revocations",
-            None,
-        );
+        raise(Failure::PermissionDenied {
+            action: "purge revocations",
+            only_own: false,
+        });
     }
     let (_, rows) = owner_spi::modify(
         tables_owner(),
@@ -429,11 +426,10 @@ fn revocation_filter() -> TableIterator<
 #[pg_extern(volatile, parallel_unsafe)]
 fn rebuild_revocation_filter() -> bool {
     if !caller_is_admin() {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            "permission denied to rebuild the revocation filter",
-            None,
-        );
+        raise(Failure::PermissionDenied {
+            action: "rebuild the revocation filter",
+            only_own: false,
+        });
     }
     let why = match revocation::build_filter(true) {
         BuildOutcome::Built => return true,
