@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use pg_session_auth_core::{Algorithm, Keyring, StoredKey};
 
 use crate::invalidation::{self, Cache};
-use crate::owner_spi;
+use crate::pg::owner_spi;
 
 thread_local! {
     static CACHE: RefCell<Option<CachedKeyring>> = const { RefCell::new(None) };
@@ -60,21 +60,25 @@ fn load_keyring() -> Keyring {
     invalidation::watch(relid, Cache::Keyring);
     let rows = owner_spi::select(
         Some(owner),
-        // The issuer through to_jsonb: a database not yet updated to 0.3.0 has no such column.
-        "select kid, alg, pg_catalog.encode(secret, 'base64'), public_jwk::pg_catalog.text, \
-         retired_at is not null, pg_catalog.to_jsonb(k) operator(pg_catalog.->>) 'issuer' \
-         from auth.keys as k",
+        include_str!("queries/keys_load.sql"),
         &[],
+        |row| {
+            (
+                row.get::<String>(0),
+                row.get::<String>(1),
+                row.get::<Vec<u8>>(2),
+                row.get::<String>(3),
+                row.get::<bool>(4),
+                row.get::<String>(5),
+            )
+        },
     );
-    for row in rows {
-        let [Some(kid), Some(alg), secret, public_jwk, Some(retired), issuer] =
-            <[Option<String>; 6]>::try_from(row)
-                .unwrap_or_else(|_| unreachable!("the query has six columns"))
-        else {
+    for (kid, alg, secret, public_jwk, retired, issuer) in rows {
+        let (Some(kid), Some(alg), Some(retired)) = (kid, alg, retired) else {
             continue;
         };
         let stored = match (secret, public_jwk) {
-            (Some(secret), None) => decode_base64(&secret).map(StoredKey::Secret),
+            (Some(secret), None) => Some(StoredKey::Secret(secret)),
             (None, Some(jwk)) => match serde_json::from_str(&jwk) {
                 Ok(serde_json::Value::Object(object)) => Some(StoredKey::PublicJwk(object)),
                 _ => None,
@@ -83,7 +87,7 @@ fn load_keyring() -> Keyring {
         };
         let outcome = match (Algorithm::from_name(&alg), stored) {
             (Some(alg), Some(stored)) => keyring
-                .insert_for_issuer(&kid, alg, &stored, retired == "t", issuer.as_deref())
+                .insert_for_issuer(&kid, alg, &stored, retired, issuer.as_deref())
                 .map_err(|e| e.to_string()),
             _ => Err("the row's algorithm or key material is unreadable".to_string()),
         };
@@ -92,13 +96,4 @@ fn load_keyring() -> Keyring {
         }
     }
     keyring
-}
-
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    // PostgreSQL's base64 output wraps lines every 76 characters.
-    let joined: String = text.split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(joined)
-        .ok()
 }

@@ -17,12 +17,11 @@ mod identity;
 mod invalidation;
 mod jsonb;
 mod keyring;
-mod owner_spi;
 mod pg;
 mod planner_support;
 mod request_settings;
 mod revocation;
-mod revocation_filter;
+
 mod verification;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -33,7 +32,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
-    revocation_filter::request_shared_memory();
+    revocation::filter::request_shared_memory();
     invalidation::register_callback();
     revocation::register_transaction_callbacks();
 }

@@ -474,7 +474,10 @@ mod tests {
             .lines()
             .filter_map(|line| line.strip_prefix("| `"))
             .filter_map(|rest| rest.get(..6)?.strip_suffix('`'))
-            .filter(|code| code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+            .filter(|code| {
+                code.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            })
             .collect();
         let raised: BTreeSet<&str> = SQLSTATES.iter().map(|(code, _)| *code).collect();
         assert_eq!(

@@ -8,7 +8,7 @@ use pgrx::IntoDatum;
 
 use crate::errors::{invalid_argument, raise, required, Failure};
 use crate::jsonb::{object_to_jsonb, JsonbArgument};
-use crate::owner_spi::{self, text_arg};
+use crate::pg::owner_spi::{self, text_arg};
 
 fn algorithm(name: &str) -> Algorithm {
     Algorithm::from_name(name).unwrap_or_else(|| {
@@ -53,21 +53,12 @@ fn store_key(kid: &str, alg: Algorithm, stored: &StoredKey, issuer: Option<&str>
     // Through owner_spi, not pgrx's Spi: that one asks for a transaction id first, which on a
     // hot standby is an internal error instead of PostgreSQL's read-only error (25006).
     if owner_spi::has_column(relid, "issuer") {
-        owner_spi::modify(
-            owner,
-            "insert into auth.keys as k (kid, alg, secret, public_jwk, issuer) values ($1, $2, $3, $4, $5) \
-             on conflict (kid) do update set alg = excluded.alg, secret = excluded.secret, \
-             public_jwk = excluded.public_jwk, issuer = excluded.issuer, \
-             created_at = pg_catalog.now(), retired_at = null",
-            &args,
-        );
+        owner_spi::execute(owner, include_str!("../queries/keys_store.sql"), &args);
     } else if issuer.is_none() {
         // A database not yet updated to 0.3.0 (ALTER EXTENSION pg_session_auth UPDATE).
-        owner_spi::modify(
+        owner_spi::execute(
             owner,
-            "insert into auth.keys as k (kid, alg, secret, public_jwk) values ($1, $2, $3, $4) \
-             on conflict (kid) do update set alg = excluded.alg, secret = excluded.secret, \
-             public_jwk = excluded.public_jwk, created_at = pg_catalog.now(), retired_at = null",
+            include_str!("../queries/keys_store_0.2.0.sql"),
             &args[..4],
         );
     } else {

@@ -15,8 +15,8 @@ use pgrx::{IntoDatum, Uuid};
 use crate::errors::{invalid_argument, raise, required, Failure};
 use crate::identity::current_claims_even_if_revoked;
 use crate::jsonb::JsonbArgument;
-use crate::owner_spi::{self, text_arg, uuid_arg, Arg};
-use crate::revocation_filter::{self, BuildOutcome};
+use crate::pg::owner_spi::{self, text_arg, uuid_arg, Arg};
+use crate::revocation::filter::{self as revocation_filter, BuildOutcome};
 use crate::{gucs, revocation};
 
 const ADMIN_ROLE: &std::ffi::CStr = c"session_auth_admin";
@@ -78,21 +78,21 @@ fn reason_arg(reason: Option<&str>) -> Arg {
 /// forever, is the longest) — never a shorter one, so that nobody can shorten how long another
 /// revocation of the same key lasts and have the purge drop it early. Returns whether the row
 /// is new.
-fn newly_inserted(rows: &[owner_spi::TextRow]) -> bool {
-    rows.first().and_then(|row| row[0].as_deref()) == Some("t")
+fn newly_inserted(rows: &[Option<bool>]) -> bool {
+    rows.first() == Some(&Some(true))
 }
 
 fn insert_session(session_id: [u8; 16], reason: Option<&str>) -> bool {
     revocation::note_revocation_written();
     let (_, rows) = owner_spi::modify(
         tables_owner(),
-        "insert into auth.revoked_sessions as r (session_id, reason, expires_at) \
-         values ($1, $2, pg_catalog.clock_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $3)) \
-         on conflict (session_id) do update set expires_at = excluded.expires_at \
-         where r.expires_at is not null \
-           and (excluded.expires_at is null or excluded.expires_at operator(pg_catalog.>) r.expires_at) \
-         returning r.xmax operator(pg_catalog.=) 0",
-        &[uuid_arg(Some(session_id)), reason_arg(reason), lifetime_arg()],
+        include_str!("../queries/revoke_session.sql"),
+        &[
+            uuid_arg(Some(session_id)),
+            reason_arg(reason),
+            lifetime_arg(),
+        ],
+        |row| row.get::<bool>(0),
     );
     newly_inserted(&rows)
 }
@@ -108,13 +108,14 @@ fn insert_token(
     revocation::note_revocation_written();
     let (_, rows) = owner_spi::modify(
         tables_owner(),
-        "insert into auth.revoked_tokens as r (jti, reason, expires_at) \
-         values ($1, $2, coalesce($3, pg_catalog.clock_timestamp() operator(pg_catalog.+) pg_catalog.make_interval(secs => $4))) \
-         on conflict (jti) do update set expires_at = excluded.expires_at \
-         where r.expires_at is not null \
-           and (excluded.expires_at is null or excluded.expires_at operator(pg_catalog.>) r.expires_at) \
-         returning r.xmax operator(pg_catalog.=) 0",
-        &[text_arg(jti), reason_arg(reason), (pg_sys::TIMESTAMPTZOID, expires_at.into_datum()), lifetime_arg()],
+        include_str!("../queries/revoke_token.sql"),
+        &[
+            text_arg(jti),
+            reason_arg(reason),
+            (pg_sys::TIMESTAMPTZOID, expires_at.into_datum()),
+            lifetime_arg(),
+        ],
+        |row| row.get::<bool>(0),
     );
     newly_inserted(&rows)
 }
@@ -123,48 +124,6 @@ fn insert_token(
 fn expiry_of(claims: &Claims) -> Option<TimestampWithTimeZone> {
     let exp = claims.get("exp").and_then(serde_json::Value::as_f64)?;
     TimestampWithTimeZone::try_from(to_timestamp(exp)).ok()
-}
-
-/// The upsert of a user's cut-off: $1 user, $2 kept session, $3 reason, $4 lifetime (s),
-/// $5 issuer, $6 the signing-out token's `iat` (Unix seconds; rounded up past the next
-/// microsecond, since timestamps keep microseconds and the rule is `iat <= cut-off`). A
-/// cut-off never moves back: the stored and the new one, whichever is later.
-macro_rules! cutoff_upsert {
-    ($key_columns:literal, $key_values:literal, $conflict:literal) => {
-        concat!(
-            "insert into auth.revoked_users as u (",
-            $key_columns,
-            ", revoked_before, others_revoked_before, keep_session_id, reason, expires_at) \
-             select ",
-            $key_values,
-            ", case when $2::pg_catalog.uuid is null then c.cutoff end, \
-                    case when $2::pg_catalog.uuid is not null then c.cutoff end, \
-                    $2, $3, c.cutoff operator(pg_catalog.+) pg_catalog.make_interval(secs => $4) \
-             from (select greatest(pg_catalog.clock_timestamp(), \
-                                   pg_catalog.to_timestamp((pg_catalog.ceil($6 operator(pg_catalog.*) 1000000) \
-                                       operator(pg_catalog.+) 1) operator(pg_catalog./) 1000000)) as cutoff) as c \
-             on conflict (",
-            $conflict,
-            ") do update set \
-                 revoked_before = case \
-                     when excluded.keep_session_id is null \
-                         then greatest(u.revoked_before, excluded.revoked_before) \
-                     when u.keep_session_id is distinct from excluded.keep_session_id \
-                         then greatest(u.revoked_before, u.others_revoked_before) \
-                     else u.revoked_before end, \
-                 others_revoked_before = case \
-                     when excluded.keep_session_id is null then u.others_revoked_before \
-                     when u.keep_session_id is distinct from excluded.keep_session_id \
-                         then excluded.others_revoked_before \
-                     else greatest(u.others_revoked_before, excluded.others_revoked_before) end, \
-                 keep_session_id = case when excluded.keep_session_id is null \
-                     then u.keep_session_id else excluded.keep_session_id end, \
-                 reason = excluded.reason, \
-                 revoked_at = excluded.revoked_at, \
-                 expires_at = case when u.expires_at is null or excluded.expires_at is null then null \
-                     else greatest(u.expires_at, excluded.expires_at) end"
-        )
-    };
 }
 
 /// Sets a user's cut-off at `issuer` ([`EVERY_ISSUER`] for all) to now — or to `issued_at`
@@ -197,11 +156,11 @@ fn upsert_user_cutoff(
     };
     // A database not yet updated to 0.3.0 keeps cut-offs for every issuer only.
     let statement = if owner_spi::has_column(relid, "issuer") {
-        cutoff_upsert!("user_id, issuer", "$1, $5", "user_id, issuer")
+        include_str!("../queries/revoke_user.sql")
     } else {
-        cutoff_upsert!("user_id", "$1", "user_id")
+        include_str!("../queries/revoke_user_0.2.0.sql")
     };
-    owner_spi::modify(
+    owner_spi::execute(
         owner,
         statement,
         &[
@@ -384,17 +343,11 @@ fn purge_revocations() -> i64 {
     }
     let (_, rows) = owner_spi::modify(
         tables_owner(),
-        "with sessions as (delete from auth.revoked_sessions where expires_at operator(pg_catalog.<) (pg_catalog.now() operator(pg_catalog.-) interval '2 hours') returning 1), \
-              users as (delete from auth.revoked_users where expires_at operator(pg_catalog.<) (pg_catalog.now() operator(pg_catalog.-) interval '2 hours') returning 1), \
-              tokens as (delete from auth.revoked_tokens where expires_at operator(pg_catalog.<) (pg_catalog.now() operator(pg_catalog.-) interval '2 hours') returning 1) \
-         select (select pg_catalog.count(*) from sessions) operator(pg_catalog.+) (select pg_catalog.count(*) from users) \
-                operator(pg_catalog.+) (select pg_catalog.count(*) from tokens)",
+        include_str!("../queries/purge_revocations.sql"),
         &[],
+        |row| row.get::<i64>(0),
     );
-    rows.first()
-        .and_then(|row| row[0].as_deref())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    rows.first().copied().flatten().unwrap_or(0)
 }
 
 /// `auth.revocation_filter()`: the state of this database's shared revocation filter (see
@@ -431,7 +384,7 @@ fn rebuild_revocation_filter() -> bool {
             only_own: false,
         });
     }
-    let why = match revocation::build_filter(true) {
+    let why = match revocation::filter::build_here(true) {
         BuildOutcome::Built => return true,
         BuildOutcome::NotNow => "another session is building it",
         BuildOutcome::NoSlot => {

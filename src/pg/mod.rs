@@ -2,3 +2,4 @@
 //! (14 to 18) lives in `compat`, and only there.
 
 pub mod compat;
+pub mod owner_spi;

@@ -45,6 +45,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTi
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use super::tables::find_tables;
 use crate::errors::{raise, Failure};
 use crate::gucs;
 use crate::pg::compat;
@@ -437,7 +438,7 @@ pub extern "C-unwind" fn pg_session_auth_build_revocation_filter(argument: pg_sy
     }
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
     BackgroundWorker::transaction(|| {
-        crate::revocation::build_filter(false);
+        build_here(false);
     });
 }
 
@@ -679,9 +680,16 @@ fn scan_key_column(relation: pg_sys::Oid, column: &CStr, mut each: impl FnMut(pg
     }
 }
 
-/// Builds this database's filter in this session: only when it is not valid (the build
-/// worker), or with `force` also when it is (`auth.rebuild_revocation_filter()`).
-pub fn build_here(incarnation: &Incarnation, force: bool) -> BuildOutcome {
+/// Builds this database's filter in this session, from the tables as they are now: only when
+/// it is not valid (the build worker), or with `force` also when it is
+/// (`auth.rebuild_revocation_filter()`). Never from tables whose triggers are not intact.
+pub fn build_here(force: bool) -> BuildOutcome {
+    let tables = find_tables();
+    if !tables.triggers_intact {
+        return BuildOutcome::NotHere;
+    }
+    let incarnation = tables.incarnation();
+    let incarnation = &incarnation;
     match shared() {
         Some(header) if unsafe { !pg_sys::RecoveryInProgress() } => {
             build(header, incarnation, force)

@@ -18,7 +18,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use pg_session_auth_core::revocation::{
     RevocationKeys, RevocationSource, UserCutoff, EVERY_ISSUER,
@@ -27,29 +26,17 @@ use pg_session_auth_core::Claims;
 use pgrx::pg_sys;
 
 use crate::invalidation::{self, Cache};
-use crate::owner_spi::{self, text_arg, uuid_arg};
-use crate::revocation_filter::{self, BuildOutcome, Incarnation, Screening};
+use crate::pg::owner_spi::{self, text_arg, uuid_arg};
+pub mod filter;
+pub mod tables;
+
+use filter::Screening;
+use tables::{find_tables, Tables};
 
 /// Answers kept per kind of revocation.
 pub const MAX_ANSWERS: usize = 10_000;
 /// Longest `jti` or `sub` whose answer is kept.
 pub const MAX_CACHED_KEY_BYTES: usize = 128;
-
-/// The revocation tables of the current database, as one generation of answers found them.
-#[derive(Clone, Copy, Default)]
-struct Tables {
-    /// `revoked_sessions`, `revoked_users`, `revoked_tokens`.
-    oids: [pg_sys::Oid; 3],
-    owner: pg_sys::Oid,
-    /// Whether the tables' triggers all fire always. Caches and the shared filter rely on
-    /// them; when one is disabled, nothing is cached and every token is looked up.
-    triggers_intact: bool,
-    /// Changes whenever a trigger on the tables is created, altered (disabled, enabled) or
-    /// dropped: a filter built under other triggers may lack keys written meanwhile.
-    triggers_version: u64,
-    /// Whether `revoked_users` keys cut-offs by issuer (not yet in a database at 0.2.0).
-    cutoffs_per_issuer: bool,
-}
 
 #[derive(Default)]
 struct Answers {
@@ -73,92 +60,6 @@ fn remember<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: 
     map.insert(key, value);
 }
 
-/// The tables, their owner and whether their triggers are intact.
-///
-/// Intact means: the three triggers of each table exist exactly as `sql/finalize.sql` creates
-/// them (same timing, level and events — `tgtype` 60: AFTER INSERT OR DELETE OR UPDATE OR
-/// TRUNCATE FOR EACH STATEMENT, fired `ALWAYS`; 29: AFTER INSERT OR DELETE OR UPDATE FOR EACH
-/// ROW, fired in `REPLICA` mode, for logical replication; 21: AFTER INSERT OR UPDATE FOR EACH
-/// ROW, fired `ALWAYS` — no `WHEN`, no columns, no transition tables, same arguments) and call
-/// the extension's own C functions.
-/// (Catalog columns, not deparsed text, which `quote_all_identifiers` would change.) The
-/// version covers every trigger on the tables and both functions, so any change to them is
-/// noticed (the filter is then rebuilt before it is used again).
-fn find_tables() -> Tables {
-    let rows = owner_spi::select(
-        None,
-        "select c.relname::pg_catalog.text, c.oid::pg_catalog.int8, c.relowner::pg_catalog.int8, \
-                (select pg_catalog.count(*) from pg_catalog.pg_trigger t \
-                 join pg_catalog.pg_proc p on p.oid operator(pg_catalog.=) t.tgfoid \
-                 where t.tgrelid operator(pg_catalog.=) c.oid \
-                   and p.prolang operator(pg_catalog.=) 13 \
-                   and t.tgqual is null and t.tgoldtable is null and t.tgnewtable is null \
-                   and t.tgconstraint operator(pg_catalog.=) 0 \
-                   and pg_catalog.cardinality(t.tgattr::pg_catalog.int2[]) operator(pg_catalog.=) 0 \
-                   and (t.tgname::pg_catalog.text operator(pg_catalog.=) (c.relname::pg_catalog.text operator(pg_catalog.||) '_invalidate_cache') \
-                        and p.prosrc operator(pg_catalog.=) 'invalidate_cached_state_wrapper' \
-                        and t.tgenabled operator(pg_catalog.=) 'A' \
-                        and t.tgtype operator(pg_catalog.=) 60 and t.tgnargs operator(pg_catalog.=) 0 \
-                     or t.tgname::pg_catalog.text operator(pg_catalog.=) (c.relname::pg_catalog.text operator(pg_catalog.||) '_invalidate_cache_replica') \
-                        and p.prosrc operator(pg_catalog.=) 'invalidate_cached_state_wrapper' \
-                        and t.tgenabled operator(pg_catalog.=) 'R' \
-                        and t.tgtype operator(pg_catalog.=) 29 and t.tgnargs operator(pg_catalog.=) 0 \
-                     or t.tgname::pg_catalog.text operator(pg_catalog.=) (c.relname::pg_catalog.text operator(pg_catalog.||) '_filter') \
-                        and p.prosrc operator(pg_catalog.=) 'note_revocation_wrapper' \
-                        and t.tgenabled operator(pg_catalog.=) 'A' \
-                        and t.tgtype operator(pg_catalog.=) 21 and t.tgnargs operator(pg_catalog.=) 1 \
-                        and t.tgargs operator(pg_catalog.=) (pg_catalog.convert_to(pg_catalog.rtrim(pg_catalog.substr(c.relname, 9), 's'), 'SQL_ASCII') \
-                            operator(pg_catalog.||) pg_catalog.decode('00', 'hex')))), \
-                (select pg_catalog.string_agg(t.oid::pg_catalog.text operator(pg_catalog.||) ':' \
-                            operator(pg_catalog.||) t.xmin::pg_catalog.text, ',' order by t.oid) \
-                 from pg_catalog.pg_trigger t where t.tgrelid operator(pg_catalog.=) c.oid), \
-                (select pg_catalog.string_agg(p.oid::pg_catalog.text operator(pg_catalog.||) ':' \
-                            operator(pg_catalog.||) p.xmin::pg_catalog.text, ',' order by p.oid) \
-                 from pg_catalog.pg_proc p where p.oid operator(pg_catalog.=) any (array[ \
-                     pg_catalog.to_regproc('auth.note_revocation'), pg_catalog.to_regproc('auth.invalidate_cached_state')]::pg_catalog.oid[])), \
-                exists (select from pg_catalog.pg_attribute a where a.attrelid operator(pg_catalog.=) c.oid \
-                        and a.attname operator(pg_catalog.=) 'issuer' and not a.attisdropped) \
-         from pg_catalog.pg_class c \
-         join pg_catalog.pg_namespace n on n.oid operator(pg_catalog.=) c.relnamespace \
-         where n.nspname operator(pg_catalog.=) 'auth' \
-           and c.relname operator(pg_catalog.=) any (array['revoked_sessions', 'revoked_users', 'revoked_tokens'])",
-        &[],
-    );
-    let number = |text: &Option<String>| text.as_deref().and_then(|t| t.parse::<u32>().ok());
-    let mut tables = Tables {
-        triggers_intact: true,
-        ..Tables::default()
-    };
-    let mut versions = std::collections::hash_map::DefaultHasher::new();
-    let mut found = 0;
-    for row in &rows {
-        let index = match row[0].as_deref() {
-            Some("revoked_sessions") => 0,
-            Some("revoked_users") => 1,
-            _ => 2,
-        };
-        let (Some(oid), Some(owner)) = (number(&row[1]), number(&row[2])) else {
-            continue;
-        };
-        tables.oids[index] = pg_sys::Oid::from(oid);
-        tables.owner = pg_sys::Oid::from(owner);
-        tables.triggers_intact &= number(&row[3]) == Some(3);
-        if index == 1 {
-            tables.cutoffs_per_issuer = row[6].as_deref() == Some("t");
-        }
-        (index, &row[4], &row[5]).hash(&mut versions);
-        found += 1;
-    }
-    if found != 3 {
-        // Verification must not go on as if nothing were revoked.
-        crate::errors::raise(crate::errors::Failure::MissingTables {
-            what: "the revocation tables are",
-        });
-    }
-    tables.triggers_version = versions.finish();
-    tables
-}
-
 /// Starts a fresh generation of answers.
 fn fresh_answers(generation: u64) -> Answers {
     let tables = find_tables();
@@ -172,31 +73,17 @@ fn fresh_answers(generation: u64) -> Answers {
     }
 }
 
-impl Tables {
-    fn incarnation(&self) -> Incarnation {
-        Incarnation {
-            tables: self.oids,
-            triggers_version: self.triggers_version,
-        }
-    }
-}
-
 /// Whether any revocation table has a row.
 fn any_rows(owner: pg_sys::Oid) -> bool {
     // Through the primary keys' indexes: a sequential scan would read every dead page a
     // purge left behind until VACUUM runs.
     let rows = owner_spi::select(
         Some(owner),
-        "select (select session_id from auth.revoked_sessions order by session_id limit 1) is not null \
-             or (select user_id from auth.revoked_users order by user_id limit 1) is not null \
-             or (select jti from auth.revoked_tokens order by jti limit 1) is not null",
+        include_str!("../queries/revocation_any_rows.sql"),
         &[],
+        |row| row.get::<bool>(0),
     );
-    rows.first().and_then(|row| row[0].as_deref()) == Some("t")
-}
-
-fn parse_epoch(text: Option<&str>) -> Option<f64> {
-    text?.parse().ok()
+    rows.first() == Some(&Some(true))
 }
 
 /// The answers one token's check needs, for exactly the keys it was gathered for.
@@ -232,62 +119,13 @@ fn user_key(issuer: &str, user: &str) -> String {
 }
 
 /// The cut-off columns of a user row chosen by `$condition`, as a lateral sub-select.
-macro_rules! user_cutoff_select {
-    ($condition:literal) => {
-        concat!(
-            "(select true as found, \
-                    pg_catalog.date_part('epoch', r.revoked_before) as revoked_before, \
-                    pg_catalog.date_part('epoch', r.others_revoked_before) as others_revoked_before, \
-                    r.keep_session_id \
-             from auth.revoked_users r where ",
-            $condition,
-            ")"
-        )
-    };
-}
-
-/// The session and token probes every lookup starts with ($1 session, $2 jti).
-macro_rules! lookup_start {
-    () => {
-        "select exists (select from auth.revoked_sessions s where s.session_id operator(pg_catalog.=) $1), \
-                exists (select from auth.revoked_tokens t where t.jti operator(pg_catalog.=) $2), "
-    };
-}
-
-/// The lookup of one token's missing answers: $1 session, $2 jti, $3 subject at every issuer,
-/// $4 subject at issuer $5 (each NULL when not needed).
-const LOOKUP: &str = concat!(
-    lookup_start!(),
-    "a.found, a.revoked_before, a.others_revoked_before, a.keep_session_id, \
-     i.found, i.revoked_before, i.others_revoked_before, i.keep_session_id \
-     from (select) as one left join lateral ",
-    user_cutoff_select!(
-        "r.user_id operator(pg_catalog.=) $3 and r.issuer operator(pg_catalog.=) ''"
-    ),
-    " as a on true left join lateral ",
-    user_cutoff_select!(
-        "r.user_id operator(pg_catalog.=) $4 and r.issuer operator(pg_catalog.=) $5"
-    ),
-    " as i on true"
-);
-
-/// [`LOOKUP`] for a database still at version 0.2.0, whose cut-offs hold at every issuer.
-const LOOKUP_BEFORE_ISSUERS: &str = concat!(
-    lookup_start!(),
-    "a.found, a.revoked_before, a.others_revoked_before, a.keep_session_id, \
-     null, null, null, null \
-     from (select) as one left join lateral ",
-    user_cutoff_select!("r.user_id operator(pg_catalog.=) $3"),
-    " as a on true"
-);
-
-fn cutoff_from(row: &[Option<String>]) -> Option<UserCutoff> {
-    (row[0].as_deref() == Some("t")).then(|| UserCutoff {
-        revoked_before: parse_epoch(row[1].as_deref()),
-        others_revoked_before: parse_epoch(row[2].as_deref()),
-        keep_session: row[3]
-            .as_deref()
-            .and_then(pg_session_auth_core::identity::parse_uuid),
+/// A cut-off from the four lookup columns starting at `first`: found, revoked before,
+/// others revoked before (Unix seconds), kept session.
+fn cutoff_from(row: &owner_spi::Row, first: usize) -> Option<UserCutoff> {
+    (row.get::<bool>(first) == Some(true)).then(|| UserCutoff {
+        revoked_before: row.get::<f64>(first + 1),
+        others_revoked_before: row.get::<f64>(first + 2),
+        keep_session: row.get::<pgrx::Uuid>(first + 3).map(|id| *id.as_bytes()),
     })
 }
 
@@ -298,8 +136,7 @@ impl Answers {
         let tables = self.tables;
         let keys = RevocationKeys::of(claims);
         if tables.triggers_intact
-            && revocation_filter::screen(&tables.incarnation(), keys.filter_keys())
-                == Screening::Clear
+            && filter::screen(&tables.incarnation(), keys.filter_keys()) == Screening::Clear
         {
             return false;
         }
@@ -351,10 +188,16 @@ impl Answers {
             return known;
         }
         let query = if tables.cutoffs_per_issuer {
-            LOOKUP
+            include_str!("../queries/revocation_lookup.sql")
         } else {
-            LOOKUP_BEFORE_ISSUERS
+            include_str!("../queries/revocation_lookup_0.2.0.sql")
         };
+        struct Found {
+            session: bool,
+            token: bool,
+            everywhere: Option<UserCutoff>,
+            at_issuer: Option<UserCutoff>,
+        }
         let rows = owner_spi::select(
             Some(tables.owner),
             query,
@@ -365,14 +208,20 @@ impl Answers {
                 text_arg_or_null(missing_at_issuer),
                 text_arg_or_null(missing_at_issuer.and(keys.issuer)),
             ],
+            |row| Found {
+                session: row.get::<bool>(0) == Some(true),
+                token: row.get::<bool>(1) == Some(true),
+                everywhere: cutoff_from(row, 2),
+                at_issuer: cutoff_from(row, 6),
+            },
         );
-        let row = rows.first().expect("the lookup returns one row");
+        let found = rows.into_iter().next().expect("the lookup returns one row");
         if let Some(s) = missing_session {
-            known.session = row[0].as_deref() == Some("t");
+            known.session = found.session;
             remember(&mut self.sessions, s, known.session);
         }
         if let Some(j) = missing_jti {
-            known.token = row[1].as_deref() == Some("t");
+            known.token = found.token;
             if j.len() <= MAX_CACHED_KEY_BYTES {
                 remember(&mut self.tokens, j.to_owned(), known.token);
             }
@@ -383,11 +232,11 @@ impl Answers {
             }
         };
         if missing_everywhere.is_some() {
-            known.user_everywhere = cutoff_from(&row[2..6]);
+            known.user_everywhere = found.everywhere;
             remember_user(everywhere_key, known.user_everywhere);
         }
         if missing_at_issuer.is_some() {
-            known.user_at_issuer = cutoff_from(&row[6..10]);
+            known.user_at_issuer = found.at_issuer;
             remember_user(issuer_key, known.user_at_issuer);
         }
         known
@@ -503,18 +352,4 @@ pub fn claims_revoked(claims: &Claims) -> bool {
     let revoked = answers.check(claims);
     ANSWERS.with(|slot| *slot.borrow_mut() = Some(answers));
     revoked
-}
-
-/// Builds the shared filter of this database in this session (see
-/// `revocation_filter::build_here`): in the build worker, or with `force` for
-/// `auth.rebuild_revocation_filter()`. Never from tables whose triggers are not intact.
-pub fn build_filter(force: bool) -> BuildOutcome {
-    let answers = current_answers();
-    let tables = answers.tables;
-    ANSWERS.with(|slot| *slot.borrow_mut() = Some(answers));
-    if tables.triggers_intact {
-        revocation_filter::build_here(&tables.incarnation(), force)
-    } else {
-        BuildOutcome::NotHere
-    }
 }

@@ -9,20 +9,48 @@
 //! or under a cursor opened earlier — so an answer read here may be cached for as long as
 //! no invalidation arrives (see `invalidation.rs`) and a statement never sees a revocation or
 //! key change committed before its check as absent.
-//! Statements are prepared once per backend and kept.
+//! Statements are prepared once per backend and kept. Their text lives in `src/queries/`
+//! (loaded with `include_str!`); rows come back decoded into Rust values by the caller's
+//! `decode` closure ([`Row::get`]), never as text to be parsed.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 
 use pgrx::pg_sys;
 use pgrx::spi::Spi;
-use pgrx::IntoDatum;
+use pgrx::{FromDatum, IntoDatum};
 
 use crate::errors::{raise, Failure};
 
-/// One row, every column in its text form (`None` for NULL).
-pub type TextRow = Vec<Option<String>>;
+/// One row of a result, read while the query's SPI connection is open.
+pub struct Row {
+    tuple: pg_sys::HeapTuple,
+    tupdesc: pg_sys::TupleDesc,
+}
+
+impl Row {
+    /// Column `column` (counted from 0) as a `T` (`None` for NULL). A column of a type `T`
+    /// cannot hold means the query or table was altered: `55000`, never a guess.
+    pub fn get<T: FromDatum + IntoDatum>(&self, column: usize) -> Option<T> {
+        let number = i32::try_from(column + 1).expect("a query has few columns");
+        let mut is_null = false;
+        // SAFETY: `tuple` and `tupdesc` come from SPI_tuptable of the query just run, whose
+        // SPI connection is still open (rows are decoded inside `run`); SPI_getbinval and
+        // SPI_gettypeid check the column number. The datum is converted (copied into Rust
+        // memory for the owned types used here) before the connection closes.
+        let decoded = unsafe {
+            let datum = pg_sys::SPI_getbinval(self.tuple, self.tupdesc, number, &mut is_null);
+            let type_oid = pg_sys::SPI_gettypeid(self.tupdesc, number);
+            T::try_from_datum(datum, is_null, type_oid)
+        };
+        decoded.unwrap_or_else(|error| {
+            raise(Failure::ObjectsAltered {
+                what: format!("an internal query returned an unexpected column: {error}"),
+            })
+        })
+    }
+}
 
 /// A query argument: its type and value (`None` for NULL).
 pub type Arg = (pg_sys::Oid, Option<pg_sys::Datum>);
@@ -47,20 +75,11 @@ thread_local! {
 pub fn relation_and_owner(name: &str) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
     let rows = select(
         None,
-        "select c.oid::pg_catalog.int8, c.relowner::pg_catalog.int8 from pg_catalog.pg_class c \
-         join pg_catalog.pg_namespace n on n.oid operator(pg_catalog.=) c.relnamespace \
-         where n.nspname operator(pg_catalog.=) 'auth' and c.relname operator(pg_catalog.=) $1",
+        include_str!("../queries/relation_and_owner.sql"),
         &[text_arg(name)],
+        |row| Some((row.get::<pg_sys::Oid>(0)?, row.get::<pg_sys::Oid>(1)?)),
     );
-    let row = rows.first()?;
-    let oid = |i: usize| {
-        row[i]
-            .as_deref()?
-            .parse::<u32>()
-            .ok()
-            .map(pg_sys::Oid::from)
-    };
-    Some((oid(0)?, oid(1)?))
+    rows.into_iter().next().flatten()
 }
 
 /// Whether the relation has a column of that name (for tables an update adds columns to).
@@ -72,15 +91,32 @@ pub fn has_column(relid: pg_sys::Oid, column: &str) -> bool {
     unsafe { pg_sys::get_attnum(relid, column.as_ptr()) > 0 }
 }
 
-/// Runs a read-only query as `run_as` (or the current user) under a fresh snapshot.
-pub fn select(run_as: Option<pg_sys::Oid>, query: &'static str, args: &[Arg]) -> Vec<TextRow> {
-    run(run_as, query, args, Mode::Read).1
+/// Runs a read-only query as `run_as` (or the current user) under a fresh snapshot; each
+/// row is decoded by `decode`.
+pub fn select<T>(
+    run_as: Option<pg_sys::Oid>,
+    query: &'static str,
+    args: &[Arg],
+    decode: impl FnMut(&Row) -> T,
+) -> Vec<T> {
+    run(run_as, query, args, Mode::Read, decode).1
 }
 
 /// Runs a data-modifying statement as `run_as`; returns the rows processed and any
-/// `RETURNING` rows. Triggers fire (so caches everywhere learn of the change).
-pub fn modify(run_as: pg_sys::Oid, query: &'static str, args: &[Arg]) -> (u64, Vec<TextRow>) {
-    run(Some(run_as), query, args, Mode::Write)
+/// `RETURNING` rows, decoded by `decode`. Triggers fire (so caches everywhere learn of the
+/// change).
+pub fn modify<T>(
+    run_as: pg_sys::Oid,
+    query: &'static str,
+    args: &[Arg],
+    decode: impl FnMut(&Row) -> T,
+) -> (u64, Vec<T>) {
+    run(Some(run_as), query, args, Mode::Write, decode)
+}
+
+/// [`modify`] for a statement whose rows (if any) are not needed.
+pub fn execute(run_as: pg_sys::Oid, query: &'static str, args: &[Arg]) -> u64 {
+    modify(run_as, query, args, |_| ()).0
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -118,12 +154,13 @@ unsafe fn prepared_plan(query: &'static str, args: &[Arg]) -> pg_sys::SPIPlanPtr
     plan
 }
 
-fn run(
+fn run<T>(
     run_as: Option<pg_sys::Oid>,
     query: &'static str,
     args: &[Arg],
     mode: Mode,
-) -> (u64, Vec<TextRow>) {
+    decode: impl FnMut(&Row) -> T,
+) -> (u64, Vec<T>) {
     in_owner_context(run_as, || unsafe {
         let plan = prepared_plan(query, args);
         let mut values: Vec<pg_sys::Datum> = args
@@ -154,7 +191,7 @@ fn run(
                 what: format!("an internal query failed (SPI status {status})"),
             });
         }
-        (pg_sys::SPI_processed, collect_rows())
+        (pg_sys::SPI_processed, decode_rows(decode))
     })
 }
 
@@ -195,22 +232,19 @@ fn in_owner_context<R>(run_as: Option<pg_sys::Oid>, body: impl FnOnce() -> R) ->
     })
 }
 
-unsafe fn collect_rows() -> Vec<TextRow> {
+/// Decodes the rows of the query just run, inside its SPI connection.
+unsafe fn decode_rows<T>(mut decode: impl FnMut(&Row) -> T) -> Vec<T> {
     let table = pg_sys::SPI_tuptable;
     if table.is_null() {
         return Vec::new();
     }
     let tupdesc = (*table).tupdesc;
-    let columns = (*tupdesc).natts;
     (0..pg_sys::SPI_processed as usize)
         .map(|row| {
-            let tuple = *(*table).vals.add(row);
-            (1..=columns)
-                .map(|column| {
-                    let value = pg_sys::SPI_getvalue(tuple, tupdesc, column);
-                    (!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned())
-                })
-                .collect()
+            decode(&Row {
+                tuple: *(*table).vals.add(row),
+                tupdesc,
+            })
         })
         .collect()
 }
