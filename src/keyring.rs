@@ -2,52 +2,21 @@
 //!
 //! `auth.keys` is read once and kept as a ready [`Keyring`] (parsed keys, built verifiers),
 //! so a verification costs no query. It is reloaded whenever `auth.keys` changes (see
-//! `invalidation.rs`): a committed change is in force from the next statement in every
+//! `cache.rs`): a committed change is in force from the next statement in every
 //! backend, and a rolled-back one never.
-
-use std::cell::RefCell;
 
 use pg_session_auth_core::{Algorithm, Keyring, StoredKey};
 
-use crate::invalidation::{self, Cache};
+use crate::cache::{self, GenerationCache, Source};
 use crate::pg::owner_spi;
 
 thread_local! {
-    static CACHE: RefCell<Option<CachedKeyring>> = const { RefCell::new(None) };
-}
-
-struct CachedKeyring {
-    generation: u64,
-    keyring: Keyring,
+    static KEYRING: GenerationCache<Keyring> = const { GenerationCache::new(Source::Keyring) };
 }
 
 /// Processes queued invalidations, then runs `f` with a current keyring.
 pub fn with_keyring<R>(f: impl FnOnce(&Keyring) -> R) -> R {
-    let current = invalidation::current_generation(Cache::Keyring);
-    let fresh = CACHE.with(|cache| {
-        cache
-            .borrow()
-            .as_ref()
-            .is_some_and(|c| c.generation == current)
-    });
-    if !fresh {
-        // Loading may itself process invalidations; the generation read before it is stored,
-        // so anything that arrived meanwhile forces another load next time.
-        let keyring = load_keyring();
-        CACHE.with(|cache| {
-            *cache.borrow_mut() = Some(CachedKeyring {
-                generation: current,
-                keyring,
-            })
-        });
-    }
-    CACHE.with(|cache| {
-        f(&cache
-            .borrow()
-            .as_ref()
-            .expect("keyring cache was just filled")
-            .keyring)
-    })
+    KEYRING.with(|keyring| keyring.with(load_keyring, |keyring| f(keyring)))
 }
 
 /// Reads `auth.keys` into a keyring. A row that no longer parses (written by hand) is left
@@ -57,7 +26,7 @@ fn load_keyring() -> Keyring {
     let Some((relid, owner)) = owner_spi::relation_and_owner("keys") else {
         return keyring;
     };
-    invalidation::watch(relid, Cache::Keyring);
+    cache::watch(relid, Source::Keyring);
     let rows = owner_spi::select(
         Some(owner),
         include_str!("queries/keys_load.sql"),

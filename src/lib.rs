@@ -11,10 +11,10 @@
 use pgrx::prelude::*;
 
 mod api;
+mod cache;
 mod errors;
 mod gucs;
 mod identity;
-mod invalidation;
 mod jsonb;
 mod keyring;
 mod pg;
@@ -33,7 +33,7 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
     revocation::filter::request_shared_memory();
-    invalidation::register_callback();
+    cache::register_callback();
     revocation::register_transaction_callbacks();
 }
 

@@ -7,7 +7,7 @@
 //! answers it has looked up (session id → revoked?, jti → revoked?, user → cut-offs), so a
 //! token seen before costs hash lookups, and a token with anything not yet known costs one
 //! prepared query (three index probes). Any change to those tables drops every backend's
-//! answers from its next statement (see `invalidation.rs`), so an answer is never stale;
+//! answers from its next statement (see `cache.rs`), so an answer is never stale;
 //! without the filter, when all three tables are empty no lookup is made at all.
 //!
 //! Memory bound: at most [`MAX_ANSWERS`] answers per kind, a full map being emptied before
@@ -16,7 +16,6 @@
 //! backend (`bench/revocation` measures it). The filter is in shared memory, once per
 //! database, not per backend.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 use pg_session_auth_core::revocation::{
@@ -25,10 +24,15 @@ use pg_session_auth_core::revocation::{
 use pg_session_auth_core::Claims;
 use pgrx::pg_sys;
 
-use crate::invalidation::{self, Cache};
+use crate::cache::{self, GenerationCache, Source};
 use crate::pg::owner_spi::{self, text_arg, uuid_arg};
 pub mod filter;
 pub mod tables;
+mod written;
+
+pub use written::{
+    note_revocation_written, register_transaction_callbacks, revocation_written_in_this_transaction,
+};
 
 use filter::Screening;
 use tables::{find_tables, Tables};
@@ -40,7 +44,6 @@ pub const MAX_CACHED_KEY_BYTES: usize = 128;
 
 #[derive(Default)]
 struct Answers {
-    generation: u64,
     tables: Tables,
     /// Whether any table has rows; found out when first needed.
     any_rows: Option<bool>,
@@ -50,7 +53,7 @@ struct Answers {
 }
 
 thread_local! {
-    static ANSWERS: RefCell<Option<Answers>> = const { RefCell::new(None) };
+    static ANSWERS: GenerationCache<Answers> = const { GenerationCache::new(Source::Revocations) };
 }
 
 fn remember<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
@@ -61,13 +64,12 @@ fn remember<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: 
 }
 
 /// Starts a fresh generation of answers.
-fn fresh_answers(generation: u64) -> Answers {
+fn fresh_answers() -> Answers {
     let tables = find_tables();
     for oid in tables.oids {
-        invalidation::watch(oid, Cache::Revocations);
+        cache::watch(oid, Source::Revocations);
     }
     Answers {
-        generation,
         tables,
         ..Answers::default()
     }
@@ -250,106 +252,8 @@ fn text_arg_or_null(value: Option<&str>) -> owner_spi::Arg {
     }
 }
 
-thread_local! {
-    /// The (sub)transactions of the current transaction that wrote a revocation through the
-    /// extension's functions and have not been rolled back.
-    static WRITTEN_BY: RefCell<Vec<pg_sys::SubTransactionId>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Follows revocations written in this transaction through subtransaction commit and abort.
-/// Called once, from `_PG_init`.
-pub fn register_transaction_callbacks() {
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(on_transaction_end), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(on_subtransaction_end), std::ptr::null_mut());
-    }
-}
-
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn on_transaction_end(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
-    use pg_sys::XactEvent::*;
-    if event == XACT_EVENT_PRE_PREPARE && revocation_written_in_this_transaction() {
-        // A prepared transaction keeps its row locks until someone ends it: a prepared
-        // sign-out would make every later revocation of the same session or user wait on it.
-        crate::errors::raise(crate::errors::Failure::PrepareAfterRevocation);
-    }
-    if matches!(
-        event,
-        XACT_EVENT_COMMIT
-            | XACT_EVENT_ABORT
-            | XACT_EVENT_PARALLEL_COMMIT
-            | XACT_EVENT_PARALLEL_ABORT
-            | XACT_EVENT_PREPARE
-    ) {
-        WRITTEN_BY.with(|written| written.borrow_mut().clear());
-    }
-}
-
-unsafe extern "C-unwind" fn on_subtransaction_end(
-    event: pg_sys::SubXactEvent::Type,
-    subtransaction: pg_sys::SubTransactionId,
-    parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
-    WRITTEN_BY.with(|written| {
-        let mut written = written.borrow_mut();
-        match event {
-            pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
-                for id in written.iter_mut().filter(|id| **id == subtransaction) {
-                    *id = parent;
-                }
-            }
-            pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
-                written.retain(|id| *id != subtransaction)
-            }
-            _ => {}
-        }
-    });
-}
-
-/// Notes that the current (sub)transaction wrote a revocation: here, and in a transaction-
-/// local internal setting that parallel workers inherit (they cannot see this backend's list).
-pub fn note_revocation_written() {
-    crate::gucs::note_revoked_in_transaction();
-    let current = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    WRITTEN_BY.with(|written| {
-        let mut written = written.borrow_mut();
-        if !written.contains(&current) {
-            written.push(current);
-        }
-    });
-}
-
-/// Whether this transaction wrote a revocation through the extension's functions (and has
-/// not rolled it back). Claim functions then treat a revoked identity as none instead of
-/// raising, so that signing out does not abort — and thereby undo — its own transaction.
-pub fn revocation_written_in_this_transaction() -> bool {
-    if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
-        return crate::gucs::revoked_in_transaction();
-    }
-    WRITTEN_BY.with(|written| !written.borrow().is_empty())
-}
-
-/// This generation's answers, refreshed when a revocation table changed.
-fn current_answers() -> Answers {
-    let generation = invalidation::current_generation(Cache::Revocations);
-    let kept = ANSWERS.with(|answers| answers.borrow_mut().take());
-    match kept {
-        Some(answers) if answers.generation == generation => answers,
-        // Built outside any borrow: it runs queries, which may process invalidations.
-        _ => fresh_answers(generation),
-    }
-}
-
 /// Whether the claims fall under a revocation in force now (for this backend: committed by
 /// others before this statement, or made earlier in this transaction).
 pub fn claims_revoked(claims: &Claims) -> bool {
-    // Taken out while in use: lookups run queries, which may re-enter.
-    let mut answers = current_answers();
-    let revoked = answers.check(claims);
-    ANSWERS.with(|slot| *slot.borrow_mut() = Some(answers));
-    revoked
+    ANSWERS.with(|answers| answers.with(fresh_answers, |answers| answers.check(claims)))
 }
