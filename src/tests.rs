@@ -513,4 +513,44 @@ mod tests {
             pgrx::PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION
         );
     }
+
+    /// The table CHECKs of sql/bootstrap.sql state the limits of `pg_session_auth_core`
+    /// (`limits.rs`) and its algorithm list.
+    #[pg_test]
+    fn table_checks_match_the_limits() {
+        use pg_session_auth_core::{Algorithm, MAX_ID_BYTES, MAX_KID_BYTES};
+        let checks = |table: &str| -> String {
+            Spi::get_one::<String>(&format!(
+                "select string_agg(pg_get_constraintdef(oid), ' ; ') from pg_constraint \
+                 where conrelid = 'auth.{table}'::regclass and contype = 'c'"
+            ))
+            .unwrap()
+            .unwrap()
+        };
+        let between = |column: &str, max: usize| {
+            format!("((octet_length({column}) >= 1) AND (octet_length({column}) <= {max}))")
+        };
+        let keys = checks("keys");
+        assert!(keys.contains(&between("kid", MAX_KID_BYTES)), "{keys}");
+        assert!(keys.contains(&between("issuer", MAX_ID_BYTES)), "{keys}");
+        let listed: std::collections::BTreeSet<&str> = keys
+            .split("alg = ANY (ARRAY[")
+            .nth(1)
+            .and_then(|rest| rest.split("])").next())
+            .expect("auth.keys checks alg against a list")
+            .split(", ")
+            .map(|item| item.trim_end_matches("::text").trim_matches('\''))
+            .collect();
+        let supported: std::collections::BTreeSet<&str> =
+            Algorithm::ALL.iter().map(|alg| alg.name()).collect();
+        assert_eq!(listed, supported);
+        let users = checks("revoked_users");
+        assert!(users.contains(&between("user_id", MAX_ID_BYTES)), "{users}");
+        assert!(
+            users.contains(&format!("(octet_length(issuer) <= {MAX_ID_BYTES})")),
+            "{users}"
+        );
+        let tokens = checks("revoked_tokens");
+        assert!(tokens.contains(&between("jti", MAX_ID_BYTES)), "{tokens}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Registered-claim rules (RFC 7519 §4.1), applied at a clock value the caller gives.
 
+use crate::limits::MAX_ID_BYTES;
 use serde_json::Value;
 
 use crate::error::Rejection;
@@ -63,9 +64,6 @@ fn audiences(claims: &Claims) -> Result<Option<Vec<&str>>, Rejection> {
 
 /// Checks the registered claims: their JSON types whether or not a rule uses them, then
 /// `exp` (required), `nbf`, `iat`, and `iss`/`aud` when the rules name them.
-/// Longest `iss`, `sub` or `jti` accepted: what the revocation tables hold (their `CHECK`s).
-pub const MAX_REVOCABLE_CLAIM_BYTES: usize = 1024;
-
 pub fn check_claims(claims: &Claims, rules: &ClaimRules<'_>, now: i64) -> Result<(), Rejection> {
     let exp = numeric_date(
         claims,
@@ -90,7 +88,7 @@ pub fn check_claims(claims: &Claims, rules: &ClaimRules<'_>, now: i64) -> Result
     if [iss, sub, jti]
         .into_iter()
         .flatten()
-        .any(|value| value.len() > MAX_REVOCABLE_CLAIM_BYTES)
+        .any(|value| value.len() > MAX_ID_BYTES)
     {
         return Err(Rejection::Malformed(
             "The iss, sub and jti claims may be at most 1024 bytes long.",

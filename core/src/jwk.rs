@@ -1,5 +1,6 @@
 //! JSON Web Keys (RFC 7517) and key sets, treated as hostile input.
 
+use crate::limits::{MAX_JWKS_KEYS, MAX_KID_BYTES};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rsa::BigUint;
@@ -22,11 +23,6 @@ pub(crate) enum PublicKeyParams {
 
 /// Members that only a private JWK has.
 const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "oth"];
-
-/// At most this many keys are read from one JWKS document.
-pub const MAX_JWKS_KEYS: usize = 100;
-/// Longest accepted `kid`, in bytes.
-pub const MAX_KID_BYTES: usize = 256;
 
 fn decode_member(object: &Map<String, Value>, name: &str) -> Result<Vec<u8>, KeyError> {
     let text = object

@@ -13,6 +13,7 @@ pub mod identity;
 mod jwk;
 mod key;
 mod keyring;
+mod limits;
 pub mod revocation;
 pub mod revocation_filter;
 mod signature;
@@ -20,11 +21,12 @@ mod token;
 mod verify;
 
 pub use algorithm::{Algorithm, KeyKind};
-pub use claims::{check_claims, ClaimRules, MAX_REVOCABLE_CLAIM_BYTES};
+pub use claims::{check_claims, ClaimRules};
 pub use error::{KeyError, Rejection, VerifyError};
-pub use jwk::{check_kid, parse_jwks, JwksEntry, MAX_JWKS_KEYS, MAX_KID_BYTES};
+pub use jwk::{check_kid, parse_jwks, JwksEntry};
 pub use key::{parse_key, StoredKey, VerifyingKey};
 pub use keyring::{KeyEntry, KeyRef, Keyring};
+pub use limits::{MAX_ID_BYTES, MAX_JWKS_KEYS, MAX_KID_BYTES};
 pub use token::{parse_compact, CompactJws, Header};
 pub use verify::{verify, verify_with_key, Policy};
 

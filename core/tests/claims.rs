@@ -1391,12 +1391,12 @@ fn rejection_reasons_are_stable_and_details_safe() {
 /// be revoked (sign-out would fail), so it is not accepted; exactly the limit is.
 #[test]
 fn revocation_keys_longer_than_the_tables_hold_are_malformed() {
-    use pg_session_auth_core::MAX_REVOCABLE_CLAIM_BYTES;
+    use pg_session_auth_core::MAX_ID_BYTES;
     for name in ["iss", "sub", "jti"] {
         let mut claims = fresh_claims();
-        claims[name] = json!("x".repeat(MAX_REVOCABLE_CLAIM_BYTES));
+        claims[name] = json!("x".repeat(MAX_ID_BYTES));
         assert!(check(&claims_token(&claims)).is_ok(), "{name} at the limit");
-        claims[name] = json!("x".repeat(MAX_REVOCABLE_CLAIM_BYTES + 1));
+        claims[name] = json!("x".repeat(MAX_ID_BYTES + 1));
         assert_eq!(
             rejection(check(&claims_token(&claims))),
             Rejection::Malformed("The iss, sub and jti claims may be at most 1024 bytes long."),
