@@ -1,12 +1,11 @@
 //! pg_session_auth: JWTs verified inside PostgreSQL.
 //!
-//! Layout: `api/` is what SQL sees; `verification`, `identity`, `keyring`, `revocation`,
-//! `revocation_filter`, `invalidation` and `owner_spi` connect it to the server (settings,
-//! clock, per-backend caches, the shared revocation filter, invalidation, queries on the
-//! extension's tables); `planner_support`
-//! plans claim functions once per statement; `errors` maps failures to SQLSTATEs. The
-//! token, key, claim and revocation rules themselves live in the server-independent
-//! `pg_session_auth_core` crate.
+//! Layout (docs/ARCHITECTURE.md draws it): `api/` is every SQL object; `verification`,
+//! `identity`, `request_settings`, `keyring` and `revocation/` are the extension's logic;
+//! `cache` keeps per-backend caches current; `gucs` holds every setting and `errors` every
+//! failure with its SQLSTATE; `queries/` the internal SQL; `pg/` every raw call into
+//! PostgreSQL. The token, key, claim and revocation rules themselves live in the
+//! server-independent `pg_session_auth_core` crate.
 
 use pgrx::prelude::*;
 
