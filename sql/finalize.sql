@@ -114,13 +114,9 @@ revoke execute on function auth.note_revocation() from public;
 
 grant usage on schema auth to public;
 
--- Claim functions are planned as once-per-statement sub-selects (src/planner_support.rs).
-alter function auth.jwt() support auth.claim_function_support;
-alter function auth.uid() support auth.claim_function_support;
-alter function auth.user_id() support auth.claim_function_support;
-alter function auth.role() support auth.claim_function_support;
-alter function auth.email() support auth.claim_function_support;
-alter function auth.session_id() support auth.claim_function_support;
+-- Claim functions are planned as once-per-statement sub-selects (src/planner_support.rs);
+-- their CREATE FUNCTION names the support function (the `support` attribute in
+-- src/api/identity.rs). Only the server calls it.
 revoke execute on function auth.claim_function_support(internal) from public;
 
 -- For PostgREST's db-pre-request hook: raises PT401 (HTTP 401) when the request's token

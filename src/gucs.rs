@@ -9,6 +9,8 @@ use std::ffi::CString;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::PostgresGucEnum;
 
+use crate::pg::settings;
+
 /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
 pub static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(30);
 /// When set, a token's `iss` must equal it.
@@ -130,7 +132,7 @@ pub fn register() {
         TRUST_FLAGS,
     );
     // A server-start setting can only be defined while the postmaster loads the library.
-    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+    if settings::loading_shared_preload_libraries() {
         define_revocation_filter_size();
     }
     // Written only by auth.authenticate() (as SET LOCAL would, with superuser context), so no
@@ -165,19 +167,7 @@ pub fn register() {
 /// Marks the current transaction (as `SET LOCAL` would, with superuser context) as one that
 /// revoked through the extension.
 pub fn note_revoked_in_transaction() {
-    // SAFETY: a defined setting, a valid value; errors are raised (elevel ERROR).
-    unsafe {
-        pgrx::pg_sys::set_config_option(
-            REVOKED_IN_TRANSACTION_NAME.as_ptr(),
-            c"on".as_ptr(),
-            pgrx::pg_sys::GucContext::PGC_SUSET,
-            pgrx::pg_sys::GucSource::PGC_S_SESSION,
-            pgrx::pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            pgrx::pg_sys::PGERROR as i32,
-            false,
-        );
-    }
+    settings::set_local(REVOKED_IN_TRANSACTION_NAME, c"on", GucContext::Suset);
 }
 
 pub fn revoked_in_transaction() -> bool {

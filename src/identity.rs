@@ -15,9 +15,10 @@ use std::rc::Rc;
 
 use pg_session_auth_core::identity::{has_expired, RolePolicy};
 use pg_session_auth_core::{Claims, KeyRef, Rejection};
-use pgrx::pg_sys;
+use pgrx::guc::GucContext;
 
 use crate::gucs::{self, ClaimsSource};
+use crate::pg::{roles, settings, transaction};
 use crate::verification::check_time;
 use crate::{errors, keyring, revocation};
 
@@ -26,21 +27,11 @@ const REQUEST_CLAIMS: &CStr = c"request.jwt.claims";
 const LEGACY_REQUEST_CLAIMS: &CStr = c"request.jwt.claim";
 const ROLE: &CStr = c"role";
 
-/// Sets a setting until the end of the current transaction (or savepoint), as `SET LOCAL`.
-fn set_local(name: &CStr, value: &str, context: pg_sys::GucContext::Type) {
+/// Sets a setting until the end of the current transaction (or savepoint), as `SET LOCAL`,
+/// with the privileges of `context`.
+fn set_local(name: &CStr, value: &str, context: GucContext) {
     let value = CString::new(value).expect("verified claims contain no NUL character");
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            context,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            pg_sys::PGERROR as i32,
-            false,
-        );
-    }
+    settings::set_local(name, &value, context);
 }
 
 fn reject(rejection: Rejection) -> ! {
@@ -50,15 +41,9 @@ fn reject(rejection: Rejection) -> ! {
 /// Checks that the session user may run as `role`: it exists, is not a superuser, and the
 /// session user is a member of it. Anything else is a rejected token, not a privilege error.
 fn check_assumable(role: &str) {
-    let Ok(name) = CString::new(role) else {
-        reject(Rejection::RoleNotAllowed(role.to_owned()));
-    };
-    let assumable = unsafe {
-        let oid = pg_sys::get_role_oid(name.as_ptr(), true);
-        oid != pg_sys::InvalidOid
-            && !pg_sys::superuser_arg(oid)
-            && crate::pg::compat::can_set_role(pg_sys::GetSessionUserId(), oid)
-    };
+    let assumable = roles::role_oid(role).is_some_and(|oid| {
+        !roles::is_superuser(oid) && roles::can_set_role(roles::session_user(), oid)
+    });
     if !assumable {
         reject(Rejection::RoleNotAllowed(role.to_owned()));
     }
@@ -103,18 +88,18 @@ pub fn bind(claims: &Claims, key: &KeyRef) {
     set_local(
         gucs::BOUND_CLAIMS_NAME,
         &bound_text(&text, key),
-        pg_sys::GucContext::PGC_SUSET,
+        GucContext::Suset,
     );
-    set_local(REQUEST_CLAIMS, &text, pg_sys::GucContext::PGC_USERSET);
+    set_local(REQUEST_CLAIMS, &text, GucContext::Userset);
     if let Some(role) = role {
-        let context = if unsafe { pg_sys::superuser() } {
-            pg_sys::GucContext::PGC_SUSET
+        let context = if roles::current_user_is_superuser() {
+            GucContext::Suset
         } else {
-            pg_sys::GucContext::PGC_USERSET
+            GucContext::Userset
         };
         set_local(ROLE, role, context);
     }
-    if !unsafe { pg_sys::IsTransactionBlock() } {
+    if !transaction::in_transaction_block() {
         pgrx::warning!(
             "auth.authenticate() outside a transaction block binds the identity for this statement only"
         );
@@ -165,15 +150,9 @@ thread_local! {
     static PARSED: RefCell<Option<ParsedClaims>> = const { RefCell::new(None) };
 }
 
-/// A setting's current value, or `None` when unset or empty. Copied: the server's string
-/// lives only until the setting next changes.
+/// A setting's current value, or `None` when unset or empty.
 fn setting(name: &CStr) -> Option<Vec<u8>> {
-    let value = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
-    if value.is_null() {
-        return None;
-    }
-    let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
-    (!bytes.is_empty()).then(|| bytes.to_vec())
+    settings::value(name).filter(|value| !value.is_empty())
 }
 
 fn parse_cached(source: ClaimsSource, text: &[u8]) -> Option<Parsed> {

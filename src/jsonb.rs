@@ -3,17 +3,16 @@
 //! pgrx's `JsonB` turns a result into text and back (`jsonb_in`), which costs microseconds per
 //! verification, and turns an argument into `serde_json` with `expect`, so any jsonb that
 //! `serde_json` cannot represent (a number such as `1e400`, nesting deeper than 128 levels)
-//! aborts with `XX000`. Here results are built directly with PostgreSQL's `pushJsonbValue`,
-//! and arguments are parsed with errors the caller turns into a documented SQLSTATE.
+//! aborts with `XX000`. Here results are built directly with PostgreSQL's `pushJsonbValue`
+//! (`pg/jsonb.rs`), and arguments are parsed with errors the caller turns into a documented
+//! SQLSTATE.
 
-use std::ffi::{CStr, CString};
-use std::ptr;
-
-use pgrx::pg_sys::{self, JsonbIteratorToken as Token};
+use pgrx::pg_sys;
 use pgrx::{FromDatum, IntoDatum};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 use crate::errors::{invalid_argument, raise};
+use crate::pg::jsonb::{jsonb_to_text, object_to_jsonb};
 
 /// A JSON object returned as `jsonb`, built directly from its `serde_json` form.
 pub struct JsonbObject(pub Map<String, Value>);
@@ -44,112 +43,6 @@ impl IntoDatum for JsonbObject {
     }
 }
 
-/// Builds a `jsonb` datum (in the current memory context) holding `object`.
-pub fn object_to_jsonb(object: &Map<String, Value>) -> pg_sys::Datum {
-    let mut state: *mut pg_sys::JsonbParseState = ptr::null_mut();
-    // SAFETY: `push` hands pushJsonbValue well-formed values in BEGIN/KEY/VALUE/END order;
-    // string values point into `object`, which outlives JsonbValueToJsonb, which copies them.
-    unsafe {
-        let root = push_object(&mut state, object);
-        pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(root))
-    }
-}
-
-/// # Safety
-/// `state` is a parse state for pushJsonbValue (null at the top level).
-unsafe fn push_object(
-    state: &mut *mut pg_sys::JsonbParseState,
-    object: &Map<String, Value>,
-) -> *mut pg_sys::JsonbValue {
-    // SAFETY (for the block): see the function's contract; scalars are copied by value.
-    unsafe {
-        pg_sys::pushJsonbValue(state, Token::WJB_BEGIN_OBJECT, ptr::null_mut());
-        for (key, value) in object {
-            let mut key = string_value(key);
-            pg_sys::pushJsonbValue(state, Token::WJB_KEY, &mut key);
-            push(state, Token::WJB_VALUE, value);
-        }
-        pg_sys::pushJsonbValue(state, Token::WJB_END_OBJECT, ptr::null_mut())
-    }
-}
-
-/// # Safety
-/// As [`push_object`]; `token` is `WJB_VALUE` after a key or `WJB_ELEM` in an array.
-unsafe fn push(state: &mut *mut pg_sys::JsonbParseState, token: Token::Type, value: &Value) {
-    // SAFETY (for the block): see the function's contract.
-    unsafe {
-        match value {
-            Value::Object(object) => {
-                push_object(state, object);
-            }
-            Value::Array(items) => {
-                pg_sys::pushJsonbValue(state, Token::WJB_BEGIN_ARRAY, ptr::null_mut());
-                for item in items {
-                    push(state, Token::WJB_ELEM, item);
-                }
-                pg_sys::pushJsonbValue(state, Token::WJB_END_ARRAY, ptr::null_mut());
-            }
-            scalar => {
-                let mut scalar = scalar_value(scalar);
-                pg_sys::pushJsonbValue(state, token, &mut scalar);
-            }
-        }
-    }
-}
-
-fn string_value(text: &str) -> pg_sys::JsonbValue {
-    let mut value: pg_sys::JsonbValue = unsafe { std::mem::zeroed() };
-    value.type_ = pg_sys::jbvType::jbvString;
-    value.val.string = pg_sys::JsonbValue__bindgen_ty_1__bindgen_ty_1 {
-        len: text.len() as i32,
-        val: text.as_ptr() as *mut std::ffi::c_char,
-    };
-    value
-}
-
-fn scalar_value(scalar: &Value) -> pg_sys::JsonbValue {
-    // SAFETY: an all-zero JsonbValue is a valid (null) value; the fields set below match its type.
-    let mut value: pg_sys::JsonbValue = unsafe { std::mem::zeroed() };
-    match scalar {
-        Value::String(text) => return string_value(text),
-        Value::Null => value.type_ = pg_sys::jbvType::jbvNull,
-        Value::Bool(flag) => {
-            value.type_ = pg_sys::jbvType::jbvBool;
-            value.val.boolean = *flag;
-        }
-        Value::Number(number) => {
-            value.type_ = pg_sys::jbvType::jbvNumeric;
-            value.val.numeric = numeric(number);
-        }
-        Value::Array(_) | Value::Object(_) => unreachable!("containers are pushed, not scalars"),
-    }
-    value
-}
-
-/// A JSON number as PostgreSQL's `numeric`, with the same value `jsonb_in` would give its
-/// text (integers directly; others through serde_json's shortest exact representation).
-fn numeric(number: &Number) -> pg_sys::Numeric {
-    if let Some(integer) = number.as_i64() {
-        // SAFETY: plain conversion, allocates in the current memory context.
-        return unsafe { pg_sys::int64_to_numeric(integer) };
-    }
-    let text = CString::new(number.to_string()).expect("a JSON number has no NUL byte");
-    // SAFETY: numeric_in(cstring, typioparam, typmod) with a valid C string; serde_json only
-    // holds finite numbers, which numeric accepts.
-    unsafe {
-        pgrx::direct_function_call::<pg_sys::Datum>(
-            pg_sys::numeric_in,
-            &[
-                text.as_c_str().into_datum(),
-                pg_sys::InvalidOid.into_datum(),
-                (-1i32).into_datum(),
-            ],
-        )
-        .expect("numeric_in returns a value")
-        .cast_mut_ptr()
-    }
-}
-
 /// A `jsonb` argument in its text form, parsed on demand.
 pub struct JsonbArgument(String);
 
@@ -164,11 +57,9 @@ impl FromDatum for JsonbArgument {
         if is_null {
             return None;
         }
-        // SAFETY: the datum is a jsonb (the function's declared argument type); jsonb_out
-        // detoasts it and returns a palloc'd C string.
-        let text =
-            unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::jsonb_out, &[Some(datum)]) }?;
-        Some(JsonbArgument(text.to_string_lossy().into_owned()))
+        // SAFETY: the datum is a jsonb (the function's declared argument type).
+        let text = unsafe { jsonb_to_text(datum) }?;
+        Some(JsonbArgument(text))
     }
 }
 

@@ -11,13 +11,14 @@
 //! bound they are as free as ever (PostgREST sets them at the start of each request), and in
 //! `request` mode they are never touched.
 
-use std::cell::RefCell;
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{CStr, CString};
 
-use pgrx::pg_sys;
+use pgrx::guc::{GucContext, GucSetting};
 
 use crate::errors::Failure;
 use crate::identity;
+use crate::pg::settings::{self, HookedString, Refusal};
+use crate::pg::transaction;
 
 /// What a setting shows while an identity is bound.
 #[derive(Clone, Copy)]
@@ -36,14 +37,9 @@ const SETTINGS: [(&CStr, Shows); 5] = [
     (c"request.jwt.claim.email", Shows::Claim("email")),
 ];
 
-/// The server's storage of each setting's own value.
-static mut VALUES: [*mut c_char; SETTINGS.len()] = [std::ptr::null_mut(); SETTINGS.len()];
-
-thread_local! {
-    /// What the show hook of each setting last returned (alive until its next call; the
-    /// server copies it at once).
-    static SHOWN: RefCell<[CString; SETTINGS.len()]> = RefCell::new(Default::default());
-}
+/// Each setting's own value, as the server keeps it (what clients set).
+static VALUES: [GucSetting<Option<CString>>; SETTINGS.len()] =
+    [const { GucSetting::<Option<CString>>::new(Some(c"")) }; SETTINGS.len()];
 
 /// Defines the settings. Called once, from `_PG_init`.
 pub fn define() {
@@ -55,23 +51,13 @@ pub fn define() {
 }
 
 fn define_setting<const N: usize>() {
-    let (name, _) = SETTINGS[N];
-    // SAFETY: called once per setting from _PG_init; the server keeps the value in VALUES[N]
-    // and calls the hooks only from this backend's thread.
-    unsafe {
-        pg_sys::DefineCustomStringVariable(
-            name.as_ptr(),
-            c"The request's JWT claims, as PostgREST sets them; while auth.authenticate() has bound an identity (verified mode), the bound claims.".as_ptr(),
-            c"While an identity is bound, only the bound claims may be set.".as_ptr(),
-            &raw mut VALUES[N],
-            c"".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GUC_NOT_IN_SAMPLE as i32,
-            Some(check::<N>),
-            None,
-            Some(show::<N>),
-        );
-    }
+    settings::define_hooked_string::<RequestSetting<N>>(
+        SETTINGS[N].0,
+        c"The request's JWT claims, as PostgREST sets them; while auth.authenticate() has bound an identity (verified mode), the bound claims.",
+        c"While an identity is bound, only the bound claims may be set.",
+        GucContext::Userset,
+        settings::NOT_IN_SAMPLE,
+    );
 }
 
 /// What setting `N` shows while an identity is bound, or `None` when none is.
@@ -82,58 +68,33 @@ fn bound_value(n: usize) -> Option<Vec<u8>> {
     }
 }
 
-unsafe extern "C-unwind" fn show<const N: usize>() -> *const c_char {
-    if let Some(bound) = bound_value(N) {
-        // Claims hold no NUL character (the token parser refuses it).
-        let text = CString::new(bound).unwrap_or_default();
-        return SHOWN.with(|shown| {
-            let mut shown = shown.borrow_mut();
-            shown[N] = text;
-            shown[N].as_ptr()
-        });
-    }
-    // SAFETY: the server's own value of the setting, a NUL-terminated string (or NULL).
-    let value = unsafe { VALUES[N] };
-    if value.is_null() {
-        c"".as_ptr()
-    } else {
-        value
-    }
-}
+/// Setting `N` of [`SETTINGS`].
+struct RequestSetting<const N: usize>;
 
-unsafe extern "C-unwind" fn check<const N: usize>(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    // Parallel workers restore whatever the leader had.
-    if unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
-        return true;
+impl<const N: usize> HookedString for RequestSetting<N> {
+    fn storage() -> &'static GucSetting<Option<CString>> {
+        &VALUES[N]
     }
-    let Some(bound) = bound_value(N) else {
-        return true;
-    };
-    // SAFETY: the server passes a pointer to the proposed value (NULL for none).
-    let proposed = unsafe {
-        let value = *newval;
-        if value.is_null() {
-            &[][..]
-        } else {
-            CStr::from_ptr(value).to_bytes()
+
+    fn shown() -> Option<Vec<u8>> {
+        bound_value(N)
+    }
+
+    fn check(proposed: &[u8]) -> Result<(), Refusal> {
+        // Parallel workers restore whatever the leader had.
+        if transaction::in_parallel_worker() {
+            return Ok(());
         }
-    };
-    if proposed == bound.as_slice() {
-        return true;
+        match bound_value(N) {
+            Some(bound) if proposed != bound.as_slice() => {
+                let failure = Failure::BoundClaimSetting;
+                Err(Refusal {
+                    code: failure.error_code(),
+                    message: failure.message(),
+                    detail: failure.detail(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
-    let failure = Failure::BoundClaimSetting;
-    let message = CString::new(failure.message()).expect("the message has no NUL byte");
-    let detail = CString::new(failure.detail().unwrap_or_default()).expect("no NUL byte");
-    // SAFETY: GUC_check_errcode and the message globals are how check hooks report why; the
-    // strings are copied into the server's memory before the CStrings are dropped.
-    unsafe {
-        pg_sys::GUC_check_errcode(failure.error_code() as i32);
-        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
-        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
-    }
-    false
 }

@@ -2,13 +2,10 @@
 //! clock and the cached keyring, handed to the core.
 
 use pg_session_auth_core::{verify_with_key, ClaimRules, Claims, KeyRef, Policy, Rejection};
-use pgrx::pg_sys;
 
 use crate::errors::raise;
+use crate::pg::clock;
 use crate::{gucs, keyring, revocation};
-
-/// Seconds between the Unix epoch and PostgreSQL's (2000-01-01).
-const POSTGRES_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
 
 /// The clock of every check, in Unix seconds: when the current statement started, or when
 /// the current transaction did if that is later. Every check in one statement uses the same
@@ -16,11 +13,7 @@ const POSTGRES_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
 /// commits, the statement (`CALL`) never ends but each new transaction starts at the real
 /// time, so a token expires there too. Parallel workers get both times from their leader.
 pub fn check_time() -> i64 {
-    let micros = unsafe {
-        pg_sys::GetCurrentStatementStartTimestamp()
-            .max(pg_sys::GetCurrentTransactionStartTimestamp())
-    };
-    micros.div_euclid(1_000_000) + POSTGRES_EPOCH_UNIX_SECONDS
+    clock::unix_seconds(clock::statement_start().max(clock::transaction_start()))
 }
 
 /// Verifies `token` (signature, claims, then revocation) or raises the documented error. A

@@ -3,7 +3,11 @@
 //! The claim functions are STABLE and PARALLEL SAFE: they read settings only, which
 //! PostgreSQL copies into parallel workers. They carry a planner support function (see
 //! `planner_support.rs`) so that `owner = auth.uid()` is planned like
-//! `owner = (select auth.uid())`: evaluated once per statement, not once per row.
+//! `owner = (select auth.uid())`: evaluated once per statement, not once per row. Their
+//! `support` attribute names it by the end of its Rust path, which pgrx matches against
+//! its functions' full paths (`pg_session_auth::api::planner_support::…`) to write
+//! `SUPPORT "claim_function_support"` into their `CREATE FUNCTION` and to create the
+//! support function first.
 
 use pg_session_auth_core::identity;
 use pgrx::prelude::*;
@@ -24,13 +28,13 @@ fn authenticate(token: Option<&str>) -> JsonbObject {
 }
 
 /// `auth.jwt()`: all claims of the current identity, or NULL.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, support = api::planner_support::claim_function_support)]
 fn jwt() -> Option<JsonbObject> {
     whole_claims().map(|claims| JsonbObject((*claims).clone()))
 }
 
 /// `auth.uid()`: `sub` as a UUID; NULL when there is no identity or `sub` is no UUID.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, support = api::planner_support::claim_function_support)]
 fn uid() -> Option<Uuid> {
     claim_text("sub")
         .and_then(|sub| identity::parse_uuid(&sub))
@@ -38,25 +42,25 @@ fn uid() -> Option<Uuid> {
 }
 
 /// `auth.user_id()`: `sub` as text, for identity providers whose subjects are not UUIDs.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, support = api::planner_support::claim_function_support)]
 fn user_id() -> Option<String> {
     claim_text("sub")
 }
 
 /// `auth.role()`: the role claim (`pg_session_auth.role_claim`, default `role`).
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, support = api::planner_support::claim_function_support)]
 fn role() -> Option<String> {
     claim_text(&crate::gucs::role_claim())
 }
 
 /// `auth.email()`: the `email` claim.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, support = api::planner_support::claim_function_support)]
 fn email() -> Option<String> {
     claim_text("email")
 }
 
 /// `auth.session_id()`: the `session_id` claim (falling back to `sid`) as a UUID.
-#[pg_extern(stable, parallel_safe)]
+#[pg_extern(stable, parallel_safe, support = api::planner_support::claim_function_support)]
 fn session_id() -> Option<Uuid> {
     current_claims()
         .and_then(|claims| identity::session_id(&claims))

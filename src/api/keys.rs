@@ -7,7 +7,8 @@ use pgrx::prelude::*;
 use pgrx::IntoDatum;
 
 use crate::errors::{invalid_argument, raise, required, Failure};
-use crate::jsonb::{object_to_jsonb, JsonbArgument};
+use crate::jsonb::JsonbArgument;
+use crate::pg::jsonb::object_to_jsonb;
 use crate::pg::owner_spi::{self, text_arg};
 
 fn algorithm(name: &str) -> Algorithm {

@@ -4,5 +4,6 @@ mod cache_invalidation;
 mod earlier_versions;
 mod identity;
 mod keys;
+mod planner_support;
 mod revocation;
 mod verify;

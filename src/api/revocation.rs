@@ -16,19 +16,17 @@ use crate::errors::{invalid_argument, raise, required, Failure};
 use crate::identity::current_claims_even_if_revoked;
 use crate::jsonb::JsonbArgument;
 use crate::pg::owner_spi::{self, text_arg, uuid_arg, Arg};
+use crate::pg::{clock, roles};
 use crate::revocation::filter::{self as revocation_filter, BuildOutcome};
 use crate::{gucs, revocation};
 
-const ADMIN_ROLE: &std::ffi::CStr = c"session_auth_admin";
+const ADMIN_ROLE: &str = "session_auth_admin";
 
+/// Whether the current user is a superuser or has the privileges of `session_auth_admin`.
 fn caller_is_admin() -> bool {
-    unsafe {
-        if pg_sys::superuser() {
-            return true;
-        }
-        let admin = pg_sys::get_role_oid(ADMIN_ROLE.as_ptr(), true);
-        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), admin)
-    }
+    roles::current_user_is_superuser()
+        || roles::role_oid(ADMIN_ROLE)
+            .is_some_and(|admin| roles::has_privileges_of(roles::current_user(), admin))
 }
 
 /// Allows the call when the caller is an admin or `own` says it concerns the caller's own
@@ -123,7 +121,7 @@ fn insert_token(
 /// When a token stops mattering: its `exp` (Unix seconds) as a timestamp.
 fn expiry_of(claims: &Claims) -> Option<TimestampWithTimeZone> {
     let exp = claims.get("exp").and_then(serde_json::Value::as_f64)?;
-    TimestampWithTimeZone::try_from(to_timestamp(exp)).ok()
+    TimestampWithTimeZone::try_from(clock::from_unix_seconds(exp)).ok()
 }
 
 /// Sets a user's cut-off at `issuer` ([`EVERY_ISSUER`] for all) to now — or to `issued_at`
@@ -303,11 +301,6 @@ fn sign_out(scope: default!(Option<&str>, "'local'")) {
             Some("The scope is 'local', 'global' or 'others'.".into()),
         )),
     }
-}
-
-/// Unix seconds → PostgreSQL timestamp (microseconds since 2000-01-01).
-fn to_timestamp(unix_seconds: f64) -> pg_sys::TimestampTz {
-    ((unix_seconds - 946_684_800.0) * 1_000_000.0) as pg_sys::TimestampTz
 }
 
 /// `auth.is_revoked(claims)`: whether claims fall under a revocation in force. Admins may

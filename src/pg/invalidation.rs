@@ -4,13 +4,16 @@ use std::cell::Cell;
 
 use pgrx::pg_sys;
 
+/// Told which relation changed (`None`: every relation).
+pub type Listener = fn(Option<pg_sys::Oid>);
+
 thread_local! {
-    static LISTENER: Cell<Option<fn(Option<pg_sys::Oid>)>> = const { Cell::new(None) };
+    static LISTENER: Cell<Option<Listener>> = const { Cell::new(None) };
 }
 
 /// Calls `listener` with each relation whose relcache entry is invalidated (`None`: every
 /// relation). One listener per backend; registered once, from `_PG_init`.
-pub fn on_relcache_invalidation(listener: fn(Option<pg_sys::Oid>)) {
+pub fn on_relcache_invalidation(listener: Listener) {
     LISTENER.with(|slot| slot.set(Some(listener)));
     // SAFETY: registers a plain function with no argument state; PostgreSQL keeps it for the
     // life of the backend (the callback array is process-global and never unregistered).

@@ -49,18 +49,6 @@ pub fn listen(on_transaction: fn(TransactionEvent), on_subtransaction: fn(Subtra
     }
 }
 
-/// The current subtransaction (the top transaction's id when none is open).
-pub fn current_subtransaction() -> pg_sys::SubTransactionId {
-    // SAFETY: reads the transaction state's counter; callable anywhere in a transaction.
-    unsafe { pg_sys::GetCurrentSubTransactionId() }
-}
-
-/// Whether this process is a parallel worker (which cannot see its leader's backend state).
-pub fn in_parallel_worker() -> bool {
-    // SAFETY: a process-global integer PostgreSQL sets when a parallel worker starts.
-    unsafe { pg_sys::ParallelWorkerNumber >= 0 }
-}
-
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn transaction_callback(
     event: pg_sys::XactEvent::Type,

@@ -9,6 +9,7 @@ use pgrx::pg_sys;
 
 use crate::errors::{raise, Failure};
 use crate::gucs;
+use crate::pg::transaction;
 use crate::pg::transaction_events::{self, SubtransactionEvent, TransactionEvent};
 
 thread_local! {
@@ -60,7 +61,7 @@ fn on_subtransaction_event(event: SubtransactionEvent) {
 /// local internal setting that parallel workers inherit (they cannot see this backend's list).
 pub fn note_revocation_written() {
     gucs::note_revoked_in_transaction();
-    let current = transaction_events::current_subtransaction();
+    let current = transaction::current_subtransaction();
     WRITTEN_BY.with(|written| {
         let mut written = written.borrow_mut();
         if !written.contains(&current) {
@@ -73,7 +74,7 @@ pub fn note_revocation_written() {
 /// not rolled it back). Claim functions then treat a revoked identity as none instead of
 /// raising, so that signing out does not abort — and thereby undo — its own transaction.
 pub fn revocation_written_in_this_transaction() -> bool {
-    if transaction_events::in_parallel_worker() {
+    if transaction::in_parallel_worker() {
         return gucs::revoked_in_transaction();
     }
     WRITTEN_BY.with(|written| !written.borrow().is_empty())
