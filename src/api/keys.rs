@@ -2,7 +2,9 @@
 //! everyone else) and executable only by the extension owner, superusers and members of
 //! `session_auth_admin` (see `sql/finalize.sql`).
 
-use pg_session_auth_core::{check_kid, parse_jwks, parse_key, Algorithm, StoredKey, VerifyingKey};
+use pg_session_auth_core::{
+    check_kid, parse_jwks, parse_key, Algorithm, StoredKey, VerifyingKey, MAX_ID_BYTES,
+};
 use pgrx::prelude::*;
 use pgrx::IntoDatum;
 
@@ -21,11 +23,14 @@ fn algorithm(name: &str) -> Algorithm {
     })
 }
 
-/// An issuer a key is bound to: 1 to 1024 bytes.
+/// An issuer a key is bound to: 1 to [`MAX_ID_BYTES`] bytes.
 fn checked_issuer(issuer: Option<&str>) -> Option<&str> {
     let issuer = issuer?;
-    if issuer.is_empty() || issuer.len() > 1024 {
-        raise(invalid_argument("an issuer must be 1 to 1024 bytes", None));
+    if issuer.is_empty() || issuer.len() > MAX_ID_BYTES {
+        raise(invalid_argument(
+            format!("an issuer must be 1 to {MAX_ID_BYTES} bytes"),
+            None,
+        ));
     }
     Some(issuer)
 }

@@ -7,7 +7,7 @@
 
 use pg_session_auth_core::identity;
 use pg_session_auth_core::revocation::{RevocationKeys, EVERY_ISSUER};
-use pg_session_auth_core::Claims;
+use pg_session_auth_core::{Claims, MAX_ID_BYTES};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::{IntoDatum, Uuid};
@@ -100,8 +100,11 @@ fn insert_token(
     expires_at: Option<TimestampWithTimeZone>,
     reason: Option<&str>,
 ) -> bool {
-    if jti.is_empty() || jti.len() > 1024 {
-        raise(invalid_argument("a jti must be 1 to 1024 bytes", None));
+    if jti.is_empty() || jti.len() > MAX_ID_BYTES {
+        raise(invalid_argument(
+            format!("a jti must be 1 to {MAX_ID_BYTES} bytes"),
+            None,
+        ));
     }
     revocation::note_revocation_written();
     let (_, rows) = owner_spi::modify(
@@ -137,12 +140,15 @@ fn upsert_user_cutoff(
     issued_at: Option<f64>,
     reason: Option<&str>,
 ) {
-    if user_id.is_empty() || user_id.len() > 1024 {
-        raise(invalid_argument("a user id must be 1 to 1024 bytes", None));
-    }
-    if issuer.len() > 1024 {
+    if user_id.is_empty() || user_id.len() > MAX_ID_BYTES {
         raise(invalid_argument(
-            "an issuer must be at most 1024 bytes",
+            format!("a user id must be 1 to {MAX_ID_BYTES} bytes"),
+            None,
+        ));
+    }
+    if issuer.len() > MAX_ID_BYTES {
+        raise(invalid_argument(
+            format!("an issuer must be at most {MAX_ID_BYTES} bytes"),
             None,
         ));
     }
