@@ -135,17 +135,28 @@ enum Mode {
 /// (`GetSnapshotData`) and may be called anywhere, parallel workers included. The snapshot is
 /// used at once: `SPI_execute_snapshot` and `PushActiveSnapshot` copy it.
 pub fn fresh_snapshot() -> pg_sys::Snapshot {
+    // SAFETY: callable in any transaction state that runs queries (see above); the result is
+    // owned by the snapshot manager and copied by whoever uses it.
     unsafe { pg_sys::GetCatalogSnapshot(pg_sys::InvalidOid) }
 }
 
+/// The kept plan of `query`, prepared on first use.
+///
+/// # Safety
+/// Must be called inside an SPI connection (`SPI_prepare` needs one).
 unsafe fn prepared_plan(query: &'static str, args: &[Arg]) -> pg_sys::SPIPlanPtr {
     if let Some(plan) = PLANS.with(|plans| plans.borrow().get(query).copied()) {
         return plan as pg_sys::SPIPlanPtr;
     }
     let text = CString::new(query).expect("queries are written without NUL bytes");
     let mut types: Vec<pg_sys::Oid> = args.iter().map(|(oid, _)| *oid).collect();
-    let plan = pg_sys::SPI_prepare(text.as_ptr(), types.len() as i32, types.as_mut_ptr());
-    if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
+    // SAFETY: inside an SPI connection (the caller's contract); the text and type array
+    // outlive the call, which copies them. A kept plan lives in its own memory context for
+    // the life of the backend, so the pointer stays valid in PLANS.
+    let plan =
+        unsafe { pg_sys::SPI_prepare(text.as_ptr(), types.len() as i32, types.as_mut_ptr()) };
+    // SAFETY: `plan` is the non-NULL plan just prepared.
+    if plan.is_null() || unsafe { pg_sys::SPI_keepplan(plan) } != 0 {
         raise(Failure::ObjectsAltered {
             what: "an internal query could not be prepared".into(),
         });
@@ -161,6 +172,8 @@ fn run<T>(
     mode: Mode,
     decode: impl FnMut(&Row) -> T,
 ) -> (u64, Vec<T>) {
+    // SAFETY: runs inside the SPI connection `in_owner_context` opens; the argument arrays
+    // outlive the execution; rows are decoded before the connection closes.
     in_owner_context(run_as, || unsafe {
         let plan = prepared_plan(query, args);
         let mut values: Vec<pg_sys::Datum> = args
@@ -198,6 +211,8 @@ fn run<T>(
 /// Runs `body` inside an SPI connection as `run_as` (or the current user), with
 /// `search_path` pinned to `pg_catalog, pg_temp`.
 fn in_owner_context<R>(run_as: Option<pg_sys::Oid>, body: impl FnOnce() -> R) -> R {
+    // SAFETY: user id, security context and GUC nest level are saved and restored around
+    // `body`; on an ERROR, (sub)transaction abort restores them (as for SECURITY DEFINER).
     Spi::connect(|_client| unsafe {
         let mut saved_user = pg_sys::InvalidOid;
         let mut saved_context = 0;
@@ -233,18 +248,22 @@ fn in_owner_context<R>(run_as: Option<pg_sys::Oid>, body: impl FnOnce() -> R) ->
 }
 
 /// Decodes the rows of the query just run, inside its SPI connection.
+///
+/// # Safety
+/// Must be called inside the SPI connection of the query just run, before it closes.
 unsafe fn decode_rows<T>(mut decode: impl FnMut(&Row) -> T) -> Vec<T> {
-    let table = pg_sys::SPI_tuptable;
+    // SAFETY: SPI's result globals of the query just run (the caller's contract).
+    let (table, processed) = unsafe { (pg_sys::SPI_tuptable, pg_sys::SPI_processed) };
     if table.is_null() {
         return Vec::new();
     }
-    let tupdesc = (*table).tupdesc;
-    (0..pg_sys::SPI_processed as usize)
+    // SAFETY: a non-NULL SPI_tuptable holds `processed` tuples and their descriptor.
+    let tupdesc = unsafe { (*table).tupdesc };
+    (0..processed as usize)
         .map(|row| {
-            decode(&Row {
-                tuple: *(*table).vals.add(row),
-                tupdesc,
-            })
+            // SAFETY: `row` < SPI_processed, the number of tuples in `vals`.
+            let tuple = unsafe { *(*table).vals.add(row) };
+            decode(&Row { tuple, tupdesc })
         })
         .collect()
 }
