@@ -69,7 +69,9 @@ def check_library(conn, library):
     except OSError as e:
         print(f"  (could not read the backend's memory map to confirm the library: {e})")
         return
-    mapped = sorted({line.split()[-1] for line in maps.splitlines() if "pg_session_auth" in line})
+    # Named by the file (PostgreSQL itself may live under a directory called pg_session_auth).
+    mapped = sorted({line.split()[-1] for line in maps.splitlines()
+                     if os.path.basename(line.split()[-1]).startswith("pg_session_auth")})
     print(f"  backend {pid} has mapped: {', '.join(mapped) or 'nothing named pg_session_auth'}")
     if library and os.path.realpath(library) not in mapped:
         sys.exit(f"the backend did not load {library}; refusing to time another build")

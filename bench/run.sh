@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# The auth.verify benchmark: µs per auth.verify for HS256, ES256, RS256 and EdDSA, beside the
-# call-overhead floor and the plain-Rust cost of the same checks (see bench/README.md).
-#   bash bench/run.sh
-# Environment: BENCH_PORT (first port tried, 55700), BENCH_TOKENS (10000 per algorithm),
-#              BENCH_RUNS (timed runs per algorithm, 5), BENCH_TARGET_RUNS (HS256 runs, 25),
-#              BENCH_DIR (/tmp/pg_session_auth_bench), PG_CONFIG (PostgreSQL 15's).
+# The auth.verify benchmark: µs per auth.verify for all 12 algorithms (HS256/384/512,
+# RS256/384/512, PS256/384/512, ES256, ES384, EdDSA), beside the call-overhead floor and the
+# plain-Rust cost of the same checks on the same AWS-LC library (see bench/README.md).
+#   bash bench/run.sh                 # PostgreSQL 15
+#   PG_MAJOR=17 bash bench/run.sh     # 14 to 18
+# Environment: PG_MAJOR (14..18, default 15; or PG_CONFIG), BENCH_PORT (first port tried, 55700),
+#              BENCH_TOKENS (tokens per HMAC algorithm, 10000), BENCH_ASYM_TOKENS (tokens per
+#              asymmetric algorithm, 5000), BENCH_RUNS (timed runs per algorithm, 7),
+#              BENCH_TARGET_RUNS (HS256 runs, 25), BENCH_ALGS (a comma-separated subset),
+#              BENCH_DIR (/tmp/pg_session_auth_bench/pg<major>), BENCH_TARGET_DIR (cargo target directory,
+#              target/bench).
 # Builds and installs the extension in release mode, starts its own throw-away cluster on
 # loopback and stops it on exit. Run as root (or with passwordless sudo to `postgres`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
+source bench/lib.sh
+select_postgres
+
 PORT="${BENCH_PORT:-55700}"
 TOKENS="${BENCH_TOKENS:-10000}"
-RUNS="${BENCH_RUNS:-5}"
+ASYM_TOKENS="${BENCH_ASYM_TOKENS:-5000}"
+ALGS="${BENCH_ALGS:-}"
+RUNS="${BENCH_RUNS:-7}"
 TARGET_RUNS="${BENCH_TARGET_RUNS:-25}"
-WORK="${BENCH_DIR:-/tmp/pg_session_auth_bench}"
+WORK="${BENCH_DIR:-/tmp/pg_session_auth_bench/pg$PG_MAJOR}"
 CLUSTER="$WORK/cluster"
 LIB="$WORK/lib"
 DATA="$WORK/tokens"
-export PG_BIN="$("$PG_CONFIG" --bindir)"
-
-source bench/lib.sh
 
 mkdir -p "$WORK" "$LIB"
 rm -rf "$DATA" && mkdir -p "$DATA"
@@ -33,42 +39,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-build_and_pin_library
-
 step "building the plain-Rust timer (bench/raw, release)"
-for attempt in 1 2 3 4 5; do
-    cargo build --release --quiet --manifest-path bench/raw/Cargo.toml && break
-    if [ "$attempt" = 5 ]; then
-        echo "bench: could not build bench/raw" >&2
-        exit 1
-    fi
-    echo "  build failed (attempt $attempt; core may be mid-edit); retrying in 30 s"
-    sleep 30
-done
-RAW="$PWD/bench/raw/target/release/raw_bench"
+build_raw --bin raw_bench || exit 1
+RAW="$RAW_BIN_DIR/raw_bench"
 
-step "starting a cluster on loopback"
-# Other clusters (test suites) come and go on this machine: take the first port from $PORT on
-# that is free.
-started=""
-for candidate in $(seq "$PORT" $((PORT + 19))); do
-    if bash scripts/cluster.sh start "$CLUSTER" "$candidate" \
-        "dynamic_library_path = '$LIB:\$libdir'" \
-        "session_preload_libraries = 'pg_session_auth'" \
-        "max_parallel_workers_per_gather = 0" \
-        "jit = off" 2>/dev/null; then
-        started="$candidate"
-        break
-    fi
-    echo "  port $candidate: could not start ($(grep -m1 -o 'could not bind.*\|FATAL.*' "$CLUSTER/server.log" 2>/dev/null || echo '?'))"
-done
-if [ -z "$started" ]; then
-    echo "bench: could not start a cluster on ports $PORT-$((PORT + 19))" >&2
-    exit 1
-fi
-PORT="$started"
-echo "  listening on 127.0.0.1:$PORT"
+# Other clusters (test suites) come and go on this machine: the first free port from $PORT on.
+install_and_start_cluster "$CLUSTER" "$PORT" \
+    "session_preload_libraries = 'pg_session_auth'" \
+    "max_parallel_workers_per_gather = 0" \
+    "jit = off"
 
 python3 bench/bench.py --dir "$DATA" --port "$PORT" --raw "$RAW" \
-    --library "$LIB/pg_session_auth.so" --tokens "$TOKENS" --runs "$RUNS" \
-    --target-runs "$TARGET_RUNS"
+    --library "$LIB/pg_session_auth.so" --tokens "$TOKENS" --asym-tokens "$ASYM_TOKENS" \
+    --runs "$RUNS" --target-runs "$TARGET_RUNS" --pg-major "$PG_MAJOR" ${ALGS:+--algs "$ALGS"}

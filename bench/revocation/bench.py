@@ -819,14 +819,16 @@ def main():
     ap.add_argument("--dir", required=True)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--library")
+    ap.add_argument("--pg-major", type=int, help="the major the server must be (checked, printed)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--sessions", type=int, default=1_000_000)
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--revoked-tokens", type=int, default=10_000)
     ap.add_argument("--purge-rows", type=int, default=1_000_000)
     ap.add_argument("--verifiers", type=int, default=2)
-    ap.add_argument("--long-keys", type=int, default=2800,
-                    help="sub and jti length of the long-key set (2800: the token stays under the default 8192-byte limit)")
+    ap.add_argument("--long-keys", type=int, default=1024,
+                    help="sub and jti length of the long-key set (1024: the longest the core accepts, "
+                         "MAX_ID_BYTES)")
     ap.add_argument("--skip", default="", help="comma-separated phases to skip: cost,memory,churn,purge")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -861,6 +863,10 @@ def main():
 
     admin = connect(args.port, "postgres")
     server_version = admin.execute("show server_version").fetchone()[0]
+    major = int(admin.execute("show server_version_num").fetchone()[0]) // 10000
+    if args.pg_major is not None and major != args.pg_major:
+        sys.exit(f"the server is PostgreSQL {server_version}, not {args.pg_major}")
+    print(f"== PostgreSQL {major} ({server_version})")
     if not admin.execute("select 1 from pg_roles where rolname = 'authenticated'").fetchone():
         admin.execute("create role authenticated nologin")
     for db in DBS + ("bench_purge",):
@@ -871,7 +877,7 @@ def main():
     print("== loading")
     conns = {db: connect(args.port, db) for db in DBS + ("bench_purge",)}
     for db, conn in conns.items():
-        conn.execute("create extension pg_session_auth")
+        conn.execute("create extension if not exists pg_session_auth")  # from template1
         conn.execute("select auth.add_key(%s, 'HS256', %s)", (KID, secret))
         if db != "bench_purge":
             for name, tokens in sets.items():
@@ -983,7 +989,7 @@ def main():
         purge_summary = report_purge(res, args.purge_rows)
 
     print()
-    print(f"PostgreSQL {server_version}; {cpu_model()}, {os.cpu_count()} CPUs; load average {load_before} before, "
+    print(f"PostgreSQL {major} ({server_version}); {cpu_model()}, {os.cpu_count()} CPUs; load average {load_before} before, "
           f"{loadavg()} after; {args.rounds} rounds")
     if summary:
         for clock, name in (("cpu", "on-CPU"), ("wall", "wall clock")):
@@ -1028,7 +1034,7 @@ def main():
             by.setdefault(label, []).append(ms)
         print("First verification after an unrelated revocation (answers rebuilt): "
               + "; ".join(f"{label} {med(v):.2f} ms (max {max(v):.2f})" for label, v in by.items()))
-    print(f"(benchmark took {time.time() - started:.0f} s after the build)")
+    print(f"(PostgreSQL {major}; benchmark took {time.time() - started:.0f} s after the build)")
 
 
 if __name__ == "__main__":

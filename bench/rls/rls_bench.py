@@ -6,15 +6,17 @@ the cluster; see bench/rls/README.md). In one run, side by side:
       one table per RLS policy variant (literal UUID, auth.uid(), (select auth.uid()),
       Supabase's uid() unwrapped and wrapped, ...), without and with parallelism; wall clock
       and on-CPU time; plus the per-call cost of each uid() without the planner rewrite.
-  (b) pgbench: `select auth.authenticate(:token)` + an indexed RLS select per transaction,
-      against PostgREST's `set_config('role', ...), set_config('request.jwt.claims', ...)` +
-      the same select under a Supabase-style policy: TPS and CPU per transaction of
-      alternating runs, and mixed runs (all scripts in one pgbench run, per-statement
-      latencies).
+  (b) pgbench: `select auth.authenticate(token)` (HS256, ES256 and EdDSA tokens, a token
+      picked at random from a pool of distinct ones for every transaction) + an indexed RLS
+      select per transaction, against PostgREST's `set_config('role', ...),
+      set_config('request.jwt.claims', ...)` + the same select under a Supabase-style policy:
+      TPS and CPU per transaction of alternating runs, and mixed runs (all scripts in one
+      pgbench run, per-statement latencies).
 
     python3 bench/rls/rls_bench.py --dir WORKDIR --port PORT [--library PATH] [--rows N]
-        [--runs R] [--pgbench-time S] [--pgbench-rounds R] [--modes prepared]
-        [--mixed-modes prepared,simple] [--variants a,b,...] [--skip-scan] [--skip-pgbench]
+        [--runs R] [--pgbench-time S] [--pgbench-rounds R] [--pgbench-tokens N] [--clients C]
+        [--threads T] [--algs HS256,ES256,EdDSA] [--modes prepared] [--mixed-modes prepared,simple]
+        [--variants a,b,...] [--skip-scan] [--skip-pgbench] [--pg-major M]
 """
 
 import argparse
@@ -30,13 +32,17 @@ import uuid
 
 import jwt
 import psycopg
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from common import check_library, cpu_model, cpu_ns, loadavg, med, payload_json  # noqa: E402
 
 SCAN_TARGET = 1.3  # (a): ours unwrapped / literal, at most
-TPS_TARGET = 0.85  # (b): TPS ours / TPS set_config, at least
-KID = "bench-rls-hs256"
+# (b): TPS of the auth.authenticate transaction with a token of this algorithm / TPS of the
+# set_config transaction, at least.
+TPS_TARGETS = {"HS256": 0.95, "ES256": 0.85, "EdDSA": 0.85}
+PGBENCH_ALGS = list(TPS_TARGETS)  # the ones measured (--algs)
 ISSUER = "http://127.0.0.1:54321/auth/v1"
 USER_GROUPS = 100  # owner = md5((id % 100)::text)::uuid: the user owns 1% of the rows
 USER = str(uuid.UUID(hashlib.md5(b"0").hexdigest()))  # = md5('0')::uuid in SQL
@@ -107,12 +113,37 @@ def parent_pid(pid):
     return int(stat[stat.rindex(")") + 2:].split()[1])
 
 
-def make_token(secret):
-    """A token shaped like the access tokens Supabase issues (HS256), for USER."""
-    now = int(time.time())
+def kid(alg):
+    return f"bench-rls-{alg.lower()}"
+
+
+def fresh_keys(algs):
+    """{alg: (signing key for PyJWT, key text for auth.add_key)}."""
+    keys = {}
+    for alg in algs:
+        if alg == "HS256":
+            secret = secrets.token_urlsafe(48)
+            keys[alg] = (secret, secret)
+            continue
+        private = ec.generate_private_key(ec.SECP256R1()) if alg == "ES256" else ed25519.Ed25519PrivateKey.generate()
+        public = private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        keys[alg] = (private, public)
+    return keys
+
+
+def user_of(group):
+    """The user owning the rows with id % USER_GROUPS = group (= md5(group::text)::uuid)."""
+    return str(uuid.UUID(hashlib.md5(str(group).encode()).hexdigest()))
+
+
+def make_token(signing_key, alg="HS256", user=USER, now=None):
+    """A token shaped like the access tokens Supabase issues, for `user`; a fresh session_id,
+    so every token is distinct. Returns (token, its claims as signed)."""
+    now = int(time.time()) if now is None else now
     claims = {
         "iss": ISSUER,
-        "sub": USER,
+        "sub": user,
         "aud": "authenticated",
         "exp": now + 7 * 86400,
         "iat": now,
@@ -126,7 +157,7 @@ def make_token(secret):
         "session_id": str(uuid.uuid4()),
         "is_anonymous": False,
     }
-    token = jwt.encode(claims, secret, algorithm="HS256", headers={"kid": KID})
+    token = jwt.encode(claims, signing_key, algorithm=alg, headers={"kid": kid(alg)})
     return token, payload_json(token)
 
 
@@ -136,11 +167,12 @@ def connect(port, host, user):
 
 # --- setup -----------------------------------------------------------------------------------
 
-def setup(admin, rows, notes_rows, secret):
+def setup(admin, rows, notes_rows, keys):
     t0 = time.time()
-    admin.execute("create extension pg_session_auth")
+    admin.execute("create extension if not exists pg_session_auth")  # run.sh created it
     admin.execute("create extension pg_prewarm")
-    admin.execute("select auth.add_key(%s, 'HS256', %s)", (KID, secret))
+    for alg, (_, key_text) in keys.items():
+        admin.execute("select auth.add_key(%s, %s, %s)", (kid(alg), alg, key_text))
     for sql in [
         # Supabase's roles behind PostgREST's LOGIN NOINHERIT authenticator.
         "create role anon nologin noinherit",
@@ -434,54 +466,106 @@ def report_per_call(args, costs):
 
 # --- (b) pgbench -----------------------------------------------------------------------------
 
-def pgbench_scripts(workdir, mode, notes_rows):
-    """Writes the two transaction scripts for `mode`; returns {variant: path}."""
-    q = "'" if mode == "simple" else ""  # simple protocol: pgbench pastes the value as text
-    pick = f"\\set id {USER_GROUPS} * random(1, {notes_rows // USER_GROUPS})\n"
-    scripts = {
-        "ours": (pick + "begin;\n"
-                 f"select auth.authenticate({q}:token{q});\n"
-                 "select id, owner, body from notes_ours where id = :id;\n"
-                 "commit;\n"),
-        "set_config": (pick + "begin;\n"
-                       "select set_config('role', 'authenticated', true), "
-                       f"set_config('request.jwt.claims', {q}:claims{q}, true);\n"
-                       "select id, owner, body from notes_supa where id = :id;\n"
-                       "commit;\n"),
-    }
+def token_table(alg):
+    return f"pgb_tokens_{alg.lower()}"
+
+
+def load_token_pools(admin, keys, pool):
+    """One table per algorithm of `pool` distinct tokens, pgb_tokens_<alg>(n, token, claims):
+    token n belongs to the user owning the rows with id % USER_GROUPS = n % USER_GROUPS, so a
+    transaction that picks token n and a row id of that group returns exactly one row. The
+    set_config transactions read the claims column of the HS256 pool (the same claims)."""
+    t0 = time.time()
+    now = int(time.time())
+    sizes = []
+    for alg, (signing_key, _) in keys.items():
+        table = token_table(alg)
+        admin.execute(f"create table {table} (n int primary key, token text not null, claims text not null)")
+        with admin.cursor() as cur:
+            with cur.copy(f"copy {table} (n, token, claims) from stdin") as copy:
+                for n in range(1, pool + 1):
+                    token, claims = make_token(signing_key, alg, user_of(n % USER_GROUPS), now)
+                    copy.write_row((n, token, claims))
+        admin.execute(f"grant select on {table} to authenticator")
+        admin.execute(f"vacuum (freeze, analyze) {table}")
+        admin.execute("select pg_prewarm(%s::regclass)", (table,))
+        admin.execute("select pg_prewarm(%s::regclass)", (f"{table}_pkey",))
+        distinct, avg_len = admin.execute(
+            f"select count(distinct token), avg(octet_length(token))::int from {table}").fetchone()
+        if distinct != pool:
+            sys.exit(f"{table}: {distinct} distinct tokens, expected {pool}")
+        sizes.append(f"{alg} {avg_len} bytes")
+    print(f"  token pools for (b): {pool} distinct tokens per algorithm ({', '.join(sizes)} on average), "
+          f"one per (random) transaction; {time.time() - t0:.1f} s")
+
+
+def ours(alg):
+    return f"ours_{alg.lower()}"
+
+
+def pgbench_variants(args):
+    """The variants of the alternating runs (the verdicts), in run order within a round."""
+    return [ours(alg) for alg in args.algs] + ["set_config"]
+
+
+def mixed_variants(args):
+    return pgbench_variants(args) + ["set_config_plain"]
+
+
+def pgbench_scripts(args, mode):
+    """Writes the transaction scripts for `mode`; returns {variant: path}. Every transaction
+    picks a token (or, for set_config, the claims of a token) at random from its pool, and a
+    random row owned by that token's user."""
+    groups = USER_GROUPS
+    pick = (f"\\set n random(1, {args.pgbench_tokens})\n"
+            f"\\set id {groups} * random(1, {args.notes_rows // groups - 1}) + :n % {groups}\n")
+    scripts = {}
+    for alg in args.algs:
+        scripts[ours(alg)] = (pick + "begin;\n"
+                              f"select auth.authenticate(token) from {token_table(alg)} where n = :n;\n"
+                              "select id, owner, body from notes_ours where id = :id;\n"
+                              "commit;\n")
+    claims_table = token_table("HS256")
+    scripts["set_config"] = (pick + "begin;\n"
+                             "select set_config('role', 'authenticated', true), "
+                             f"set_config('request.jwt.claims', claims, true) from {claims_table} where n = :n;\n"
+                             "select id, owner, body from notes_supa where id = :id;\n"
+                             "commit;\n")
     scripts["set_config_plain"] = scripts["set_config"].replace("notes_supa", "notes_plain")
     paths = {}
     for name, text in scripts.items():
-        path = os.path.join(workdir, f"{name}_{mode}.sql")
+        path = os.path.join(args.dir, f"{name}_{mode}.sql")
         with open(path, "w") as f:
             f.write(text)
         paths[name] = path
     return paths
 
 
-def check_transactions(args, token, claims):
-    """Every transaction, run once through psycopg: they must return the same row."""
+def check_transactions(args):
+    """Every transaction, run once through psycopg with token / claims n = USER_GROUPS (the
+    user of group 0, USER): they must all return the same row, as 'authenticated'."""
     conn = connect(args.port, args.host, "authenticator")
     got = {}
+    n = USER_GROUPS
     set_claims = ("select set_config('role', 'authenticated', true), "
-                  "set_config('request.jwt.claims', %s, true)")
-    for name, first, firstargs, table in [
-        ("ours", "select auth.authenticate(%s)", (token,), "notes_ours"),
-        ("set_config", set_claims, (claims,), "notes_supa"),
-        ("set_config_plain", set_claims, (claims,), "notes_plain"),
-    ]:
+                  f"set_config('request.jwt.claims', claims, true) from {token_table('HS256')} where n = %s")
+    cases = [(ours(alg), f"select auth.authenticate(token) from {token_table(alg)} where n = %s", "notes_ours")
+             for alg in args.algs]
+    cases += [("set_config", set_claims, "notes_supa"), ("set_config_plain", set_claims, "notes_plain")]
+    for name, first, table in cases:
         conn.execute("begin")
-        conn.execute(first, firstargs)
+        conn.execute(first, (n,))
         rows = conn.execute(f"select id, owner, body from {table} where id = %s", (USER_GROUPS * 7,)).fetchall()
         other = conn.execute(f"select count(*) from {table} where id = %s", (USER_GROUPS * 7 + 1,)).fetchone()[0]
         role = conn.execute("select current_user").fetchone()[0]
         conn.execute("commit")
         got[name] = (rows, other, role)
     conn.close()
-    same = (len(set(map(repr, got.values()))) == 1 and len(got["ours"][0]) == 1
-            and got["ours"][1] == 0 and got["ours"][2] == "authenticated")
-    print(f"  check: every transaction runs as 'authenticated', sees the user's row id "
-          f"{USER_GROUPS * 7} and not another user's row -> {'OK' if same else 'MISMATCH'}")
+    first = got[ours(args.algs[0])]
+    same = (len(set(map(repr, got.values()))) == 1 and len(first[0]) == 1
+            and first[1] == 0 and first[2] == "authenticated" and str(first[0][0][1]) == USER)
+    print(f"  check: every transaction ({', '.join(got)}) runs as 'authenticated', sees the user's "
+          f"row id {USER_GROUPS * 7} and not another user's row -> {'OK' if same else 'MISMATCH'}")
     if not same:
         sys.exit(f"the transactions disagree: {got}")
 
@@ -495,11 +579,11 @@ def wait_for_backends_gone(admin):
     time.sleep(0.3)  # let the postmaster reap them
 
 
-def run_pgbench(args, admin, postmaster, script, seconds, token, claims, mode):
+def run_pgbench(args, admin, postmaster, script, seconds, mode):
     """One pgbench run; returns dict(tps, tx, server_us, client_us)."""
     cmd = [args.pgbench, "-n", "-M", mode, "-c", str(args.clients), "-j", str(args.threads),
            "-T", str(seconds), "-h", args.host, "-p", str(args.port), "-U", "authenticator",
-           "-D", f"token={token}", "-D", f"claims={claims}", "-f", script, "postgres"]
+           "-f", script, "postgres"]
     wait_for_backends_gone(admin)
     server0 = reaped_children_ns(postmaster)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -518,17 +602,14 @@ def run_pgbench(args, admin, postmaster, script, seconds, token, claims, mode):
     return {"tps": float(tps.group(1)), "tx": n, "server_us": server / 1e3 / n, "client_us": client / n}
 
 
-MIXED_VARIANTS = ("ours", "set_config", "set_config_plain")
-
-
-def run_pgbench_mixed(args, admin, scripts, token, claims, mode):
+def run_pgbench_mixed(args, admin, scripts, mode):
     """The scripts in one pgbench run (each transaction picks one at random, equal weights),
     with per-statement latencies (-r): every variant under exactly the same load at the same
     time. Returns {variant: (latency ms, transactions, [(ms, statement)])}."""
+    variants = mixed_variants(args)
     cmd = [args.pgbench, "-n", "-r", "-M", mode, "-c", str(args.clients), "-j", str(args.threads),
-           "-T", str(args.pgbench_time), "-h", args.host, "-p", str(args.port), "-U", "authenticator",
-           "-D", f"token={token}", "-D", f"claims={claims}"]
-    for variant in MIXED_VARIANTS:
+           "-T", str(args.pgbench_time), "-h", args.host, "-p", str(args.port), "-U", "authenticator"]
+    for variant in variants:
         cmd += ["-f", scripts[variant] + "@1"]
     cmd.append("postgres")
     wait_for_backends_gone(admin)
@@ -538,48 +619,57 @@ def run_pgbench_mixed(args, admin, scripts, token, claims, mode):
         sys.exit(f"pgbench failed (rc {proc.returncode}):\n{out}")
     blocks = out.split("SQL script ")[1:]
     result = {}
-    for variant in MIXED_VARIANTS:
+    for variant in variants:
         block = next(b for b in blocks if b.split(":", 1)[1].split()[0] == scripts[variant])
         latency = float(re.search(r"latency average = ([0-9.]+) ms", block).group(1))
         tx = int(re.search(r"- (\d+) transactions", block).group(1))
         statements = []
+        # PostgreSQL 15+ prints a failures column after the latency; 14 does not.
         for line in block.split("statement latencies")[1].splitlines()[1:]:
-            m = re.match(r"\s+([0-9.]+)\s+\d+\s+(.*)", line)
+            m = re.match(r"\s+([0-9.]+)\s+(?:\d+\s+)*(\S.*)", line)
             if m and not m.group(2).startswith("\\set"):
                 statements.append((float(m.group(1)), m.group(2)))
         result[variant] = (latency, tx, statements)
     return result
 
 
-def run_pgbench_part(args, admin, token, claims):
+def rounds_order(args):
+    """Alternating runs: every variant once per round, the order reversed every other round
+    (ABCD DCBA ABCD ...), so that a drift in load hits all variants alike."""
+    variants = pgbench_variants(args)
+    order = []
+    for r in range(args.pgbench_rounds):
+        order += variants if r % 2 == 0 else variants[::-1]
+    return order
+
+
+def run_pgbench_part(args, admin):
+    variants = pgbench_variants(args)
     print(f"\n== (b) pgbench: -c {args.clients} -j {args.threads} -T {args.pgbench_time}; alternating "
-          f"runs ({args.pgbench_rounds} per variant, order ABBAAB...): {', '.join(args.modes) or 'none'}; "
-          f"mixed runs: {', '.join(args.mixed_modes) or 'none'}")
-    check_transactions(args, token, claims)
+          f"runs ({args.pgbench_rounds} per variant, order {', '.join(variants)}, then reversed, ...): "
+          f"{', '.join(args.modes) or 'none'}; mixed runs: {', '.join(args.mixed_modes) or 'none'}")
+    check_transactions(args)
     postmaster = parent_pid(int(admin.execute("select pg_backend_pid()").fetchone()[0]))
     results = {"alternating": {}, "mixed": {}}
     for mode in args.modes:
-        scripts = pgbench_scripts(args.dir, mode, args.notes_rows)
+        scripts = pgbench_scripts(args, mode)
         t0 = time.time()
-        for variant in ("ours", "set_config"):  # warm-up: plans, caches
-            run_pgbench(args, admin, postmaster, scripts[variant], args.pgbench_warmup, token, claims, mode)
-        order = []
-        for r in range(args.pgbench_rounds):
-            order += [("ours", "set_config"), ("set_config", "ours")][r % 2]
-        runs = {"ours": [], "set_config": []}
-        for variant in order:
-            res = run_pgbench(args, admin, postmaster, scripts[variant], args.pgbench_time, token, claims, mode)
+        for variant in variants:  # warm-up: plans, caches
+            run_pgbench(args, admin, postmaster, scripts[variant], args.pgbench_warmup, mode)
+        runs = {variant: [] for variant in variants}
+        for variant in rounds_order(args):
+            res = run_pgbench(args, admin, postmaster, scripts[variant], args.pgbench_time, mode)
             runs[variant].append(res)
-            print(f"  -M {mode:<8} {variant:<10} tps {res['tps']:9.1f}   server CPU {res['server_us']:7.1f} "
+            print(f"  -M {mode:<8} {variant:<12} tps {res['tps']:9.1f}   server CPU {res['server_us']:7.1f} "
                   f"µs/tx   pgbench CPU {res['client_us']:6.1f} µs/tx   load {loadavg()}")
         print(f"  -M {mode}: {time.time() - t0:.0f} s")
         results["alternating"][mode] = runs
     for mode in args.mixed_modes:
-        scripts = pgbench_scripts(args.dir, mode, args.notes_rows)
-        m = run_pgbench_mixed(args, admin, scripts, token, claims, mode)
-        print(f"  -M {mode:<8} mixed run (1/3 each): latency ours {m['ours'][0]:.3f} ms, "
-              f"set_config {m['set_config'][0]:.3f} ms, set_config_plain {m['set_config_plain'][0]:.3f} ms"
-              f"   load {loadavg()}")
+        scripts = pgbench_scripts(args, mode)
+        m = run_pgbench_mixed(args, admin, scripts, mode)
+        share = len(mixed_variants(args))
+        print(f"  -M {mode:<8} mixed run (1/{share} each): latency "
+              + ", ".join(f"{v} {m[v][0]:.3f} ms" for v in mixed_variants(args)) + f"   load {loadavg()}")
         results["mixed"][mode] = m
     return results
 
@@ -587,52 +677,64 @@ def run_pgbench_part(args, admin, token, claims):
 def report_pgbench(args, results):
     print(f"\n(b) pgbench, one transaction = 4 statements, TCP 127.0.0.1, login role authenticator "
           f"(NOINHERIT; granted anon, authenticated), -c {args.clients} -j {args.threads}:")
-    print("    ours:       begin; select auth.authenticate(:token); "
-          "select id, owner, body from notes_ours where id = :id; commit;")
+    print("    ours_<alg>: begin; select auth.authenticate(token) from pgb_tokens_<alg> where n = :n;")
+    print("                select id, owner, body from notes_ours where id = :id; commit;")
     print("    set_config: begin; select set_config('role', 'authenticated', true), "
-          "set_config('request.jwt.claims', :claims, true);")
-    print("                select id, owner, body from notes_supa where id = :id; commit;   "
-          "(PostgREST's way; no verification)")
+          "set_config('request.jwt.claims', claims, true)")
+    print("                from pgb_tokens_hs256 where n = :n; select id, owner, body from notes_supa "
+          "where id = :id; commit;   (PostgREST's way; no verification)")
     print("    notes_ours: using (owner = auth.uid());  notes_supa: using (owner = (select "
           "supabase_style.uid())); both primary key (id).")
     print(f"    (mixed runs only) set_config_plain: the set_config transaction on notes_plain, using "
           f"({PLAIN_QUAL}):\n    the cheapest unverified policy, no SQL function.")
-    print("    :id = a random row of the user's (1 row returned); one HS256 token for all clients "
-          "(verified on every call).")
+    print(f"    :n = a random token of the pool ({args.pgbench_tokens} distinct tokens per algorithm, "
+          f"{USER_GROUPS} users; verified on every call), :id = a random row of that token's user "
+          f"(1 row returned).\n    Both sides fetch their token or claims by primary key in the same "
+          f"statement.")
+    variants = pgbench_variants(args)
     summary = {"alternating": {}, "mixed": {}}
     for mode, runs in results["alternating"].items():
-        o, s = runs["ours"], runs["set_config"]
-        tps_o, tps_s = med(r["tps"] for r in o), med(r["tps"] for r in s)
-        srv_o, srv_s = med(r["server_us"] for r in o), med(r["server_us"] for r in s)
-        cli_o, cli_s = med(r["client_us"] for r in o), med(r["client_us"] for r in s)
-        paired = [a["tps"] / b["tps"] for a, b in zip(o, s)]  # round by round
-        tot_o, tot_s = srv_o + cli_o, srv_s + cli_s
+        stats = {}
+        for v in variants:
+            rs = runs[v]
+            stats[v] = (med(r["tps"] for r in rs), med(r["server_us"] for r in rs),
+                        med(r["client_us"] for r in rs))
         print(f"\n  -M {mode}: separate runs, -T {args.pgbench_time} s, {args.pgbench_rounds} per variant "
-              f"alternating (ABBAAB...), medians")
+              f"alternating (ABC.. ..CBA), medians")
         print(f"    {'':<12} {'TPS':>9} {'server CPU µs/tx':>17} {'pgbench CPU µs/tx':>18} {'total':>8}")
-        print(f"    {'ours':<12} {tps_o:9.1f} {srv_o:17.1f} {cli_o:18.1f} {tot_o:8.1f}")
-        print(f"    {'set_config':<12} {tps_s:9.1f} {srv_s:17.1f} {cli_s:18.1f} {tot_s:8.1f}")
-        print(f"    TPS ours / set_config: {tps_o / tps_s:.3f}x (ratio of median TPS); median of the "
-              f"per-round ratios {med(paired):.3f}x")
-        print("    TPS of each run, in order of rounds: ours " + ", ".join(f"{r['tps']:.0f}" for r in o)
-              + "; set_config " + ", ".join(f"{r['tps']:.0f}" for r in s))
-        print(f"    server CPU per transaction: ours {srv_o - srv_s:+.1f} µs ({srv_o / srv_s:.3f}x); "
-              f"CPU-bound TPS estimate (set_config total / ours total) {tot_s / tot_o:.3f}x")
-        summary["alternating"][mode] = (tps_o / tps_s, med(paired), srv_o - srv_s, tot_s / tot_o)
+        for v in variants:
+            tps, srv, cli = stats[v]
+            print(f"    {v:<12} {tps:9.1f} {srv:17.1f} {cli:18.1f} {srv + cli:8.1f}")
+        tps_s, srv_s, cli_s = stats["set_config"]
+        print("    TPS of each run, in order of rounds: " + "; ".join(
+            f"{v} " + ", ".join(f"{r['tps']:.0f}" for r in runs[v]) for v in variants))
+        summary["alternating"][mode] = {}
+        for alg in args.algs:
+            o = runs[ours(alg)]
+            tps_o, srv_o, cli_o = stats[ours(alg)]
+            paired = [a["tps"] / b["tps"] for a, b in zip(o, runs["set_config"])]  # round by round
+            cpu_est = (srv_s + cli_s) / (srv_o + cli_o)
+            print(f"    {alg:<5} TPS ours / set_config: {tps_o / tps_s:.3f}x (ratio of median TPS; target >= "
+                  f"{TPS_TARGETS[alg]:g}x); median of the per-round ratios {med(paired):.3f}x; server CPU "
+                  f"{srv_o - srv_s:+.1f} µs/tx ({srv_o / srv_s:.3f}x); CPU-bound estimate {cpu_est:.3f}x")
+            summary["alternating"][mode][alg] = (tps_o / tps_s, med(paired), srv_o - srv_s, cpu_est)
     for mode, m in results["mixed"].items():
-        ratio = m["set_config"][0] / m["ours"][0]
-        plain = m["set_config_plain"][0] / m["ours"][0]
-        print(f"\n  -M {mode}: mixed run -- the three scripts in one pgbench -r run, each transaction "
-              f"picks one at random (1/3 each),\n    so all see exactly the same load; -T "
+        share = len(mixed_variants(args))
+        print(f"\n  -M {mode}: mixed run -- the {share} scripts in one pgbench -r run, each transaction "
+              f"picks one at random (1/{share} each),\n    so all see exactly the same load; -T "
               f"{args.pgbench_time} s; ms per statement (latency under load, incl. waiting for a CPU):")
-        for variant in MIXED_VARIANTS:
+        for variant in mixed_variants(args):
             lat, tx, statements = m[variant]
             print(f"      {variant:<16} latency average {lat:.3f} ms ({tx} transactions)")
             for ms, text in statements:
                 print(f"        {ms:7.3f}  {text[:100]}")
-        print(f"      latency set_config / ours = {ratio:.3f}x (the TPS ratio it implies); "
-              f"set_config_plain / ours = {plain:.3f}x")
-        summary["mixed"][mode] = (ratio, plain)
+        summary["mixed"][mode] = {}
+        for alg in args.algs:
+            lat = m[ours(alg)][0]
+            ratio, plain = m["set_config"][0] / lat, m["set_config_plain"][0] / lat
+            print(f"      {alg:<5} latency set_config / ours = {ratio:.3f}x (the TPS ratio it implies); "
+                  f"set_config_plain / ours = {plain:.3f}x")
+            summary["mixed"][mode][alg] = (ratio, plain)
     return summary
 
 
@@ -657,8 +759,13 @@ def main():
     ap.add_argument("--pgbench-time", type=int, default=20)
     ap.add_argument("--pgbench-warmup", type=int, default=3)
     ap.add_argument("--pgbench-rounds", type=int, default=3)
-    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--pgbench-tokens", type=int, default=10_000,
+                    help="distinct tokens per algorithm in the pool the transactions pick from")
+    ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--algs", default=",".join(PGBENCH_ALGS),
+                    help="token algorithms of the auth.authenticate transactions in (b)")
+    ap.add_argument("--pg-major", type=int, help="the major the server must be (checked, printed)")
     ap.add_argument("--modes", default="prepared",
                     help="protocols for the alternating runs (the verdict uses prepared)")
     ap.add_argument("--mixed-modes", default="prepared,simple",
@@ -670,6 +777,10 @@ def main():
     args = ap.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]
     args.mixed_modes = [m for m in args.mixed_modes.split(",") if m]
+    wanted = [a for a in args.algs.split(",") if a]
+    if not wanted or any(a not in TPS_TARGETS for a in wanted):
+        sys.exit(f"--algs: a subset of {', '.join(PGBENCH_ALGS)}")
+    args.algs = [a for a in PGBENCH_ALGS if a in wanted]
     if args.variants:
         keep = args.variants.split(",")
         SCAN_VARIANTS[:] = [v for v in SCAN_VARIANTS if v[0] in keep]
@@ -678,12 +789,17 @@ def main():
     load_before = loadavg()
     admin = connect(args.port, args.host, "postgres")
     server_version = admin.execute("show server_version").fetchone()[0]
-    print(f"== setup (PostgreSQL {server_version})")
-    secret = secrets.token_urlsafe(48)
-    setup(admin, args.rows, args.notes_rows, secret)
+    major = int(admin.execute("show server_version_num").fetchone()[0]) // 10000
+    if args.pg_major is not None and major != args.pg_major:
+        sys.exit(f"the server is PostgreSQL {server_version}, not {args.pg_major}")
+    print(f"== setup (PostgreSQL {major}: {server_version})")
+    keys = fresh_keys(sorted(set(args.algs) | {"HS256"}, key=PGBENCH_ALGS.index))
+    setup(admin, args.rows, args.notes_rows, keys)
     check_library(admin, args.library)
-    token, claims = make_token(secret)
-    print(f"  token: HS256, {len(token)} bytes, Supabase-shaped claims ({len(claims)} bytes), sub {USER}")
+    token, claims = make_token(keys["HS256"][0])
+    print(f"  token for (a): HS256, {len(token)} bytes, Supabase-shaped claims ({len(claims)} bytes), sub {USER}")
+    if not args.skip_pgbench:
+        load_token_pools(admin, keys, args.pgbench_tokens)
 
     scan_summary = pgb_summary = None
     scan_ok = True
@@ -692,11 +808,11 @@ def main():
         results, plans, reused = run_scans(args, token)
         calls = per_call_costs(args, token, claims)
     if not args.skip_pgbench:
-        pgb = run_pgbench_part(args, admin, token, claims)
+        pgb = run_pgbench_part(args, admin)
     load_after = loadavg()
 
     print("\n" + "=" * 100)
-    print(f"RLS benchmark. PostgreSQL {server_version}; {cpu_model()}, {os.cpu_count()} CPUs; "
+    print(f"RLS benchmark. PostgreSQL {major} ({server_version}); {cpu_model()}, {os.cpu_count()} CPUs; "
           f"load average {load_before} before, {load_after} after")
     if not args.skip_scan:
         scan_summary, scan_ok = report_scans(args, results, plans, reused)
@@ -725,17 +841,20 @@ def main():
                               for n, _, _ in SCAN_VARIANTS if n != "literal")
             print(f"    on-CPU / literal, {mode}: {cells}")
     if pgb_summary:
-        for mode, (ratio, paired, extra_us, cpu_est) in pgb_summary["alternating"].items():
-            verdict = "PASS" if ratio >= TPS_TARGET else "FAIL"
-            verdicts.append(verdict)
-            print(f"(b) pgbench -M {mode}: TPS auth.authenticate()+RLS select / set_config+RLS select: "
-                  f"{ratio:.3f}x  (target >= {TPS_TARGET}x) -> {verdict}")
-            print(f"    per-round ratios, median {paired:.3f}x; server CPU {extra_us:+.1f} µs per transaction; "
-                  f"CPU-bound estimate {cpu_est:.3f}x")
-        for mode, (ratio, plain) in pgb_summary["mixed"].items():
-            print(f"    mixed run -M {mode} (same load): latency set_config / ours {ratio:.3f}x; vs the "
-                  f"cheapest unverified policy (set_config_plain) {plain:.3f}x  (informational)")
-    print(f"OVERALL: {'PASS' if verdicts and all(v == 'PASS' for v in verdicts) else 'FAIL'}"
+        for mode, per_alg in pgb_summary["alternating"].items():
+            for alg, (ratio, paired, extra_us, cpu_est) in per_alg.items():
+                verdict = "PASS" if ratio >= TPS_TARGETS[alg] else "FAIL"
+                verdicts.append(verdict)
+                print(f"(b) pgbench -M {mode}, {alg:<5}: TPS auth.authenticate()+RLS select / set_config+RLS "
+                      f"select: {ratio:.3f}x  (target >= {TPS_TARGETS[alg]:g}x) -> {verdict}")
+                print(f"    per-round ratios, median {paired:.3f}x; server CPU {extra_us:+.1f} µs per "
+                      f"transaction; CPU-bound estimate {cpu_est:.3f}x")
+        for mode, per_alg in pgb_summary["mixed"].items():
+            for alg, (ratio, plain) in per_alg.items():
+                print(f"    mixed run -M {mode}, {alg:<5} (same load): latency set_config / ours {ratio:.3f}x; "
+                      f"vs the cheapest unverified policy (set_config_plain) {plain:.3f}x  (informational)")
+    print(f"OVERALL (PostgreSQL {major}): "
+          f"{'PASS' if verdicts and all(v == 'PASS' for v in verdicts) else 'FAIL'}"
           f"  ({time.time() - started:.0f} s after the build)")
 
 

@@ -1,8 +1,10 @@
 //! Plain-Rust cost of the checks `auth.verify` performs, on the benchmark's own tokens.
 //!
-//!     raw_bench --dir DIR [--runs N] [--algs HS256,ES256,RS256,EdDSA] [--serve]
+//!     raw_bench --dir DIR [--runs N] [--algs HS256,ES256,...] [--serve]
 //!
-//! For each algorithm it reads `DIR/<alg>.key` (the key text given to `auth.add_key`, kid
+//! Without --algs it takes every algorithm the core accepts (`Algorithm::ALL`: HS256/384/512,
+//! RS256/384/512, PS256/384/512, ES256, ES384, EdDSA) that has a key file in DIR. For each
+//! algorithm it reads `DIR/<alg>.key` (the key text given to `auth.add_key`, kid
 //! `bench-<alg in lower case>`) and `DIR/<alg>.tokens` (one compact JWS a line), builds one
 //! keyring holding every algorithm's key (as the server's cached keyring does), makes one
 //! untimed warm-up pass that also checks every token verifies, then times N passes over all
@@ -33,7 +35,7 @@ const MAX_TOKEN_BYTES: usize = 8192;
 const LEEWAY: i64 = 30;
 
 fn usage() -> ! {
-    eprintln!("usage: raw_bench --dir DIR [--runs N] [--algs HS256,ES256,RS256,EdDSA] [--serve]");
+    eprintln!("usage: raw_bench --dir DIR [--runs N] [--algs HS256,ES256,...] [--serve]");
     std::process::exit(2)
 }
 
@@ -60,7 +62,7 @@ fn main() {
     let mut dir = None;
     let mut runs = 5usize;
     let mut serve = false;
-    let mut algs = "HS256,ES256,RS256,EdDSA".to_string();
+    let mut algs: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -72,17 +74,28 @@ fn main() {
                     .unwrap_or_else(|| usage())
             }
             "--serve" => serve = true,
-            "--algs" => algs = args.next().unwrap_or_else(|| usage()),
+            "--algs" => algs = Some(args.next().unwrap_or_else(|| usage())),
             _ => usage(),
         }
     }
     let dir = dir.unwrap_or_else(|| usage());
-    let algs: Vec<Algorithm> = algs
-        .split(',')
-        .map(|name| {
-            Algorithm::from_name(name).unwrap_or_else(|| panic!("unknown algorithm {name}"))
-        })
-        .collect();
+    let algs: Vec<Algorithm> = match algs {
+        Some(list) => list
+            .split(',')
+            .filter(|name| !name.is_empty())
+            .map(|name| {
+                Algorithm::from_name(name).unwrap_or_else(|| panic!("unknown algorithm {name}"))
+            })
+            .collect(),
+        None => Algorithm::ALL
+            .into_iter()
+            .filter(|alg| std::path::Path::new(&format!("{dir}/{}.key", alg.name())).exists())
+            .collect(),
+    };
+    assert!(
+        !algs.is_empty(),
+        "no algorithm to time (no <alg>.key in {dir})"
+    );
 
     let mut keyring = Keyring::new();
     let mut tokens = Vec::new();
