@@ -17,6 +17,7 @@ mod limits;
 pub mod revocation;
 pub mod revocation_filter;
 mod signature;
+pub mod signing;
 mod token;
 mod verify;
 
