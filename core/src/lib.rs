@@ -14,6 +14,7 @@ mod jwk;
 mod key;
 mod keyring;
 mod limits;
+pub mod refresh_token;
 pub mod revocation;
 pub mod revocation_filter;
 mod signature;
