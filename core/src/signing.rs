@@ -152,8 +152,9 @@ impl SigningKey {
         if trimmed.starts_with('{') {
             return SigningKey::from_private_jwk(alg, trimmed);
         }
-        let (label, der) = pem_rfc7468::decode_vec(trimmed.as_bytes())
-            .map_err(|_| KeyError::Invalid("the key is neither a PEM private key nor a JWK".into()))?;
+        let (label, der) = pem_rfc7468::decode_vec(trimmed.as_bytes()).map_err(|_| {
+            KeyError::Invalid("the key is neither a PEM private key nor a JWK".into())
+        })?;
         let stored = match (alg.key_kind(), label) {
             (_, "PRIVATE KEY") => der,
             (KeyKind::P256 | KeyKind::P384, "EC PRIVATE KEY") => {
@@ -208,12 +209,14 @@ impl SigningKey {
                 .as_ref()
                 .to_vec()
             }
-            KeyKind::Ed25519 => Ed25519KeyPair::from_seed_and_public_key(&member("d")?, &member("x")?)
-                .map_err(unusable)?
-                .to_pkcs8v1()
-                .map_err(unusable)?
-                .as_ref()
-                .to_vec(),
+            KeyKind::Ed25519 => {
+                Ed25519KeyPair::from_seed_and_public_key(&member("d")?, &member("x")?)
+                    .map_err(unusable)?
+                    .to_pkcs8v1()
+                    .map_err(unusable)?
+                    .as_ref()
+                    .to_vec()
+            }
             _ => {
                 return Err(KeyError::Invalid(format!(
                     "a private JWK is accepted for EC and OKP keys; give an {} key as PEM",
@@ -244,7 +247,11 @@ impl SigningKey {
                 let point = pair.public_key().as_ref();
                 let half = (point.len() - 1) / 2;
                 jwk.insert("kty".into(), "EC".into());
-                let curve = if self.alg == Algorithm::ES384 { "P-384" } else { "P-256" };
+                let curve = if self.alg == Algorithm::ES384 {
+                    "P-384"
+                } else {
+                    "P-256"
+                };
                 jwk.insert("crv".into(), curve.into());
                 jwk.insert("x".into(), b64(&point[1..1 + half]));
                 jwk.insert("y".into(), b64(&point[1 + half..]));
@@ -257,8 +264,14 @@ impl SigningKey {
             Material::Rsa(pair) => {
                 let public = pair.public_key();
                 jwk.insert("kty".into(), "RSA".into());
-                jwk.insert("n".into(), b64(public.modulus().big_endian_without_leading_zero()));
-                jwk.insert("e".into(), b64(public.exponent().big_endian_without_leading_zero()));
+                jwk.insert(
+                    "n".into(),
+                    b64(public.modulus().big_endian_without_leading_zero()),
+                );
+                jwk.insert(
+                    "e".into(),
+                    b64(public.exponent().big_endian_without_leading_zero()),
+                );
             }
         }
         Some(jwk)
@@ -287,8 +300,13 @@ impl SigningKey {
             Material::Ed25519(pair) => pair.sign(input).as_ref().to_vec(),
             Material::Rsa(pair) => {
                 let mut signature = vec![0u8; pair.public_modulus_len()];
-                pair.sign(rsa_encoding(self.alg), &SystemRandom::new(), input, &mut signature)
-                    .map_err(unusable)?;
+                pair.sign(
+                    rsa_encoding(self.alg),
+                    &SystemRandom::new(),
+                    input,
+                    &mut signature,
+                )
+                .map_err(unusable)?;
                 signature
             }
         })

@@ -32,8 +32,12 @@ fn generated_keys_sign_verifiable_tokens_for_every_algorithm() {
     for alg in Algorithm::ALL {
         let key = SigningKey::generate(alg).unwrap();
         let token = key.sign("k1", &claims()).unwrap();
-        let header: Value = serde_json::from_slice(&unb64(token.split('.').next().unwrap())).unwrap();
-        assert_eq!(header, json!({"alg": alg.name(), "typ": "JWT", "kid": "k1"}));
+        let header: Value =
+            serde_json::from_slice(&unb64(token.split('.').next().unwrap())).unwrap();
+        assert_eq!(
+            header,
+            json!({"alg": alg.name(), "typ": "JWT", "kid": "k1"})
+        );
         let verified = verify(&token, &verifying_keyring("k1", &key), &policy(), NOW).unwrap();
         assert_eq!(verified["sub"], "u1", "{}", alg.name());
         // Another key of the same algorithm does not verify it.
@@ -53,9 +57,22 @@ fn generated_keys_are_distinct_and_of_the_promised_size() {
     let b = SigningKey::generate(Algorithm::HS256).unwrap();
     assert_eq!(a.stored().len(), 32);
     assert_ne!(a.stored(), b.stored());
-    assert_eq!(SigningKey::generate(Algorithm::HS512).unwrap().stored().len(), 64);
-    let rsa = SigningKey::generate(Algorithm::RS256).unwrap().public_jwk().unwrap();
-    assert_eq!(unb64(rsa["n"].as_str().unwrap()).len(), 256, "2048-bit modulus");
+    assert_eq!(
+        SigningKey::generate(Algorithm::HS512)
+            .unwrap()
+            .stored()
+            .len(),
+        64
+    );
+    let rsa = SigningKey::generate(Algorithm::RS256)
+        .unwrap()
+        .public_jwk()
+        .unwrap();
+    assert_eq!(
+        unb64(rsa["n"].as_str().unwrap()).len(),
+        256,
+        "2048-bit modulus"
+    );
 }
 
 #[test]
@@ -66,7 +83,11 @@ fn public_jwks_have_no_private_members() {
             None => assert!(matches!(alg.name(), "HS256" | "HS384" | "HS512")),
             Some(jwk) => {
                 for private in ["d", "p", "q", "dp", "dq", "qi", "k", "oth"] {
-                    assert!(!jwk.contains_key(private), "{} publishes {private}", alg.name());
+                    assert!(
+                        !jwk.contains_key(private),
+                        "{} publishes {private}",
+                        alg.name()
+                    );
                 }
                 // And it is a public key the verifier's own parser accepts.
                 parse_key(alg, &Value::Object(jwk).to_string()).unwrap();
@@ -84,10 +105,26 @@ fn imported_private_keys_sign_for_their_public_keys() {
         (Algorithm::ES384, "p384-private.pem", "p384-public.pem"),
         (Algorithm::ES384, "p384-private-sec1.pem", "p384-public.pem"),
         (Algorithm::ES384, "p384-private.jwk.json", "p384-public.pem"),
-        (Algorithm::EdDSA, "ed25519-private.pem", "ed25519-public.pem"),
-        (Algorithm::EdDSA, "ed25519-private.jwk.json", "ed25519-public.pem"),
-        (Algorithm::RS256, "rsa2048-private.pem", "rsa2048-public.pem"),
-        (Algorithm::PS256, "rsa2048-private-pkcs1.pem", "rsa2048-public.pem"),
+        (
+            Algorithm::EdDSA,
+            "ed25519-private.pem",
+            "ed25519-public.pem",
+        ),
+        (
+            Algorithm::EdDSA,
+            "ed25519-private.jwk.json",
+            "ed25519-public.pem",
+        ),
+        (
+            Algorithm::RS256,
+            "rsa2048-private.pem",
+            "rsa2048-public.pem",
+        ),
+        (
+            Algorithm::PS256,
+            "rsa2048-private-pkcs1.pem",
+            "rsa2048-public.pem",
+        ),
     ];
     for (alg, private, public) in cases {
         let key = SigningKey::import(alg, &key_file(private))
