@@ -7,6 +7,10 @@
 //! PostgreSQL. The token, key, claim and revocation rules themselves live in the
 //! server-independent `pg_session_auth_core` crate.
 
+// Every unsafe block says why it is sound; unsafe operations inside unsafe fns are explicit.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use pgrx::prelude::*;
 
 mod api;

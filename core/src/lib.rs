@@ -6,6 +6,8 @@
 //! clock value the caller passes in. The PostgreSQL extension is a thin layer over this crate:
 //! it supplies the keyring, the settings and the clock, and maps [`VerifyError`] to SQLSTATEs.
 
+#![forbid(unsafe_code)]
+
 mod algorithm;
 mod claims;
 mod error;

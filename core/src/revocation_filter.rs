@@ -7,8 +7,8 @@
 //!
 //! The words are atomics so that one filter can live in memory shared by many processes:
 //! inserts are `fetch_or`s that never lose a concurrent insert, probes are plain loads. How
-//! inserts and probes are ordered against the filter being cleared and rebuilt is the owner's
-//! business (the extension uses a sequence counter per filter).
+//! inserts and probes are ordered against the filter being cleared and rebuilt is the
+//! business of its [`slot`]: a state machine with a sequence counter per filter.
 //!
 //! Layout: a blocked Bloom filter. A key's bits all fall into one 512-bit block (one cache
 //! line), chosen by one half of a keyed 128-bit SipHash-1-3; the other half picks
@@ -17,6 +17,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use siphasher::sip128::{Hasher128, SipHasher13};
+
+pub mod slot;
 
 /// 64-bit words per block: 512 bits, one cache line.
 pub const WORDS_PER_BLOCK: usize = 8;

@@ -32,7 +32,8 @@ pub struct SigningKey {
 }
 
 enum Material {
-    Hmac(hmac::Key),
+    // Boxed: AWS-LC's HMAC key holds its hash state inline (over a kilobyte).
+    Hmac(Box<hmac::Key>),
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
     Rsa(RsaKeyPair),
@@ -118,7 +119,7 @@ impl SigningKey {
                         actual: stored.len(),
                     });
                 }
-                Material::Hmac(hmac::Key::new(hmac_algorithm(alg), stored))
+                Material::Hmac(Box::new(hmac::Key::new(hmac_algorithm(alg), stored)))
             }
             KeyKind::P256 | KeyKind::P384 => Material::Ecdsa(
                 EcdsaKeyPair::from_pkcs8(ecdsa_signing(alg), stored).map_err(unusable)?,

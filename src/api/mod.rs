@@ -6,4 +6,5 @@ mod identity;
 mod keys;
 mod planner_support;
 mod revocation;
+mod revocation_triggers;
 mod verify;

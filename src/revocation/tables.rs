@@ -3,9 +3,9 @@
 
 use std::hash::{Hash, Hasher};
 
+use pg_session_auth_core::revocation_filter::slot::Incarnation;
 use pgrx::pg_sys;
 
-use super::filter::Incarnation;
 use crate::pg::owner_spi;
 
 /// The revocation tables of the current database, as one generation of answers found them.
@@ -94,9 +94,10 @@ pub fn find_tables() -> Tables {
 }
 
 impl Tables {
+    /// What a filter built from these tables is valid for.
     pub fn incarnation(&self) -> Incarnation {
         Incarnation {
-            tables: self.oids,
+            tables: self.oids.map(pg_sys::Oid::to_u32),
             triggers_version: self.triggers_version,
         }
     }
