@@ -39,7 +39,7 @@ pub enum Failure {
     /// `22023`: an argument that cannot be used.
     InvalidArgument {
         message: String,
-        hint: Option<String>,
+        detail: Option<String>,
     },
     /// `22023`: key text or a JWKS that cannot be used.
     UnusableKey(KeyError),
@@ -128,6 +128,7 @@ impl Failure {
             Failure::NoKeyConfigured => {
                 Some("auth.keys holds no active key, so no token can be accepted.".into())
             }
+            Failure::InvalidArgument { detail, .. } => detail.clone(),
             Failure::BoundClaimSetting => Some(
                 "request.jwt.claims and request.jwt.claim[.sub|.role|.email] follow the identity bound in this transaction."
                     .into(),
@@ -153,10 +154,10 @@ impl Failure {
             Failure::NotUpdated { .. } => {
                 Some("Run ALTER EXTENSION pg_session_auth UPDATE.".into())
             }
-            Failure::InvalidArgument { hint, .. } => hint.clone(),
             Failure::PermissionDenied { only_own: true, .. } => Some(ONLY_ADMINS.into()),
             Failure::PrepareAfterRevocation => Some("Commit it instead.".into()),
             Failure::UnusableKey(_)
+            | Failure::InvalidArgument { .. }
             | Failure::NullArgument { .. }
             | Failure::PermissionDenied { .. }
             | Failure::BoundClaimSetting => None,
@@ -189,7 +190,7 @@ impl Failure {
             Failure::ObjectsAltered { what: "o".into() },
             Failure::InvalidArgument {
                 message: "m".into(),
-                hint: None,
+                detail: None,
             },
             Failure::UnusableKey(KeyError::InvalidKid),
             Failure::NullArgument { name: "n" },
@@ -241,11 +242,11 @@ pub fn required<T>(value: Option<T>, name: &'static str) -> T {
     value.unwrap_or_else(|| raise(Failure::NullArgument { name }))
 }
 
-/// `22023` with a message (and a hint).
-pub fn invalid_argument(message: impl Into<String>, hint: Option<String>) -> Failure {
+/// `22023` with a message (and a detail).
+pub fn invalid_argument(message: impl Into<String>, detail: Option<String>) -> Failure {
     Failure::InvalidArgument {
         message: message.into(),
-        hint,
+        detail,
     }
 }
 
