@@ -1,17 +1,23 @@
 -- Tables and roles of pg_session_auth. Runs before the generated function definitions.
 
--- Members of this role manage keys (and later revocations) without being superusers.
--- Roles are cluster-wide: DROP EXTENSION leaves it in place.
+-- Members of session_auth_admin manage keys, revocations and sessions without being
+-- superusers; members of session_auth_issuer sign tokens and start sessions (an app's
+-- sign-in code, once it has checked the credentials). Roles are cluster-wide: DROP EXTENSION
+-- leaves them in place.
 do $$
 begin
     if not exists (select from pg_catalog.pg_roles where rolname = 'session_auth_admin') then
         create role session_auth_admin nologin;
     end if;
+    if not exists (select from pg_catalog.pg_roles where rolname = 'session_auth_issuer') then
+        create role session_auth_issuer nologin;
+    end if;
 end
 $$;
 
--- The keyring. Closed to every role but its owner; admins may read it. An HMAC key keeps
--- its secret in `secret`, an asymmetric key its public JWK in `public_jwk`.
+-- The keyring. Closed to every role but its owner; admins may read it but for the HMAC
+-- secrets. An HMAC key keeps its secret in `secret`, an asymmetric key its public JWK in
+-- `public_jwk`.
 create table auth.keys (
     kid text primary key
         check (octet_length(kid) between 1 and 256),
@@ -30,7 +36,7 @@ create table auth.keys (
 comment on table auth.keys is 'Verification keys of pg_session_auth, by kid. Manage through auth.add_key(), auth.import_jwks() and auth.retire_key().';
 
 revoke all on table auth.keys from public;
-grant select on table auth.keys to session_auth_admin;
+grant select (kid, alg, public_jwk, created_at, retired_at, issuer) on table auth.keys to session_auth_admin;
 
 -- Keys are configuration: pg_dump keeps them (dumps are privileged; they contain HMAC secrets).
 select pg_catalog.pg_extension_config_dump('auth.keys', '');

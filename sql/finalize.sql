@@ -67,10 +67,16 @@ begin
     end if;
     update auth.keys as k set retired_at = pg_catalog.now()
     where k.kid operator(pg_catalog.=) retire_key.kid and k.retired_at is null;
-    return found;
+    if not found then
+        return false;
+    end if;
+    -- A signing key is revoked with it: it neither signs nor verifies.
+    update auth.signing_key_material as m set state = 'revoked', state_changed_at = pg_catalog.now()
+    where m.kid operator(pg_catalog.=) retire_key.kid;
+    return true;
 end
 $$;
-comment on function auth.retire_key(text) is 'Retires a key: tokens signed with it are rejected from then on. False when no active key has that kid.';
+comment on function auth.retire_key(text) is 'Retires a key: tokens signed with it are rejected from then on; a signing key is revoked. False when no active key has that kid.';
 
 create function auth.jwks() returns jsonb
     language sql stable security definer
@@ -136,3 +142,33 @@ begin
 end
 $$;
 comment on function auth.check_request() is 'For PostgREST''s db-pre-request: raises SQLSTATE PT401 (HTTP 401) when the request''s token must be refused now.';
+
+-- The key in use is cached per backend (src/signing_keys.rs): changes reach every backend.
+create trigger signing_key_material_invalidate_cache
+    after insert or update or delete or truncate on auth.signing_key_material
+    for each statement execute function auth.invalidate_cached_state();
+alter table auth.signing_key_material enable always trigger signing_key_material_invalidate_cache;
+create trigger signing_key_material_invalidate_cache_replica
+    after insert or update or delete on auth.signing_key_material
+    for each row execute function auth.invalidate_cached_state();
+alter table auth.signing_key_material enable replica trigger signing_key_material_invalidate_cache_replica;
+
+-- Signing keys: admins. Signing and sign-in: admins and session_auth_issuer. Refreshing:
+-- everyone (the refresh token is the credential). Devices and ending: everyone for their
+-- own sessions (the functions check whose), admins for anyone's.
+revoke execute on function auth.generate_key(text) from public;
+revoke execute on function auth.import_signing_key(text, text, text) from public;
+revoke execute on function auth.rotate_signing_key() from public;
+revoke execute on function auth.signing_keys() from public;
+grant execute on function auth.generate_key(text) to session_auth_admin;
+grant execute on function auth.import_signing_key(text, text, text) to session_auth_admin;
+grant execute on function auth.rotate_signing_key() to session_auth_admin;
+grant execute on function auth.signing_keys() to session_auth_admin;
+revoke execute on function auth.sign(jsonb, interval) from public;
+revoke execute on function auth.create_session(text, jsonb, text, inet, text, jsonb, text, timestamptz) from public;
+revoke execute on function auth.update_session_aal(text, jsonb, uuid) from public;
+grant execute on function auth.sign(jsonb, interval) to session_auth_admin, session_auth_issuer;
+grant execute on function auth.create_session(text, jsonb, text, inet, text, jsonb, text, timestamptz) to session_auth_admin, session_auth_issuer;
+grant execute on function auth.update_session_aal(text, jsonb, uuid) to session_auth_admin, session_auth_issuer;
+revoke execute on function auth.purge_sessions(interval) from public;
+grant execute on function auth.purge_sessions(interval) to session_auth_admin;

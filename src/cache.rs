@@ -27,12 +27,14 @@ pub enum Source {
     Keyring = 0,
     /// `auth.revoked_sessions`, `auth.revoked_users`, `auth.revoked_tokens`.
     Revocations = 1,
+    /// `auth.signing_key_material` (and `auth.keys`, where a signing key is retired).
+    SigningKeys = 2,
 }
 
-const SOURCES: [Source; 2] = [Source::Keyring, Source::Revocations];
+const SOURCES: [Source; 3] = [Source::Keyring, Source::Revocations, Source::SigningKeys];
 
 thread_local! {
-    static GENERATIONS: [Cell<u64>; 2] = const { [Cell::new(0), Cell::new(0)] };
+    static GENERATIONS: [Cell<u64>; 3] = const { [Cell::new(0), Cell::new(0), Cell::new(0)] };
     static WATCHED: RefCell<Vec<(pg_sys::Oid, Source)>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -21,6 +21,9 @@ pub enum Failure {
     Rejected(Rejection),
     /// `28000`: a function that acts for the caller's identity was called without one.
     NotAuthenticated { function: &'static str },
+    /// `28000`: a refresh token is refused (`reason`: invalid refresh token, session
+    /// expired, session timed out, session ended, refresh token reused).
+    RefreshRefused { reason: &'static str },
     /// `PT401` (raised by `auth.check_request()`, in SQL): the request's token must be refused
     /// now; PostgREST answers HTTP 401. (`ErrorReport` cannot carry a code PostgreSQL does
     /// not define, so this one is raised by the SQL function.)
@@ -28,6 +31,12 @@ pub enum Failure {
     RequestRefused,
     /// `55000`: no token can be accepted, because no key is active.
     NoKeyConfigured,
+    /// `55000`: no signing key is in use.
+    NoSigningKey,
+    /// `55000`: `rotate_signing_key()` without a standby key.
+    NoStandbyKey,
+    /// `55000`: a setting or file the extension needs cannot be used (`what` says why).
+    Misconfigured { what: String },
     /// `55000`: some of the extension's tables (`what`) were dropped or renamed by hand.
     MissingTables { what: &'static str },
     /// `55000`: the database's extension objects are older than the library
@@ -52,6 +61,8 @@ pub enum Failure {
     },
     /// `42501`: a client changed a request claim setting while an identity is bound.
     BoundClaimSetting,
+    /// `25006`: sessions cannot be created or refreshed on a hot standby.
+    ReadOnly { what: &'static str },
     /// `0A000`: `PREPARE TRANSACTION` after a revocation written in that transaction.
     PrepareAfterRevocation,
 }
@@ -66,15 +77,21 @@ pub const SQLSTATES: &[(&str, &str)] = &[
     ("22004", "null_value_not_allowed"),
     ("42501", "insufficient_privilege"),
     ("0A000", "feature_not_supported"),
+    ("25006", "read_only_sql_transaction"),
 ];
 
 impl Failure {
     /// The five-character SQLSTATE.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            Failure::Rejected(_) | Failure::NotAuthenticated { .. } => "28000",
+            Failure::Rejected(_)
+            | Failure::NotAuthenticated { .. }
+            | Failure::RefreshRefused { .. } => "28000",
             Failure::RequestRefused => "PT401",
             Failure::NoKeyConfigured
+            | Failure::NoSigningKey
+            | Failure::NoStandbyKey
+            | Failure::Misconfigured { .. }
             | Failure::MissingTables { .. }
             | Failure::NotUpdated { .. }
             | Failure::ObjectsAltered { .. } => "55000",
@@ -82,6 +99,7 @@ impl Failure {
             Failure::NullArgument { .. } => "22004",
             Failure::PermissionDenied { .. } | Failure::BoundClaimSetting => "42501",
             Failure::PrepareAfterRevocation => "0A000",
+            Failure::ReadOnly { .. } => "25006",
         }
     }
 
@@ -96,7 +114,12 @@ impl Failure {
             Failure::NotAuthenticated { function } => {
                 format!("{function} needs an authenticated identity")
             }
+            Failure::RefreshRefused { reason } => (*reason).to_owned(),
             Failure::RequestRefused => "invalid token: <reason>".into(),
+            Failure::NoSigningKey => "no signing key is in use".into(),
+            Failure::NoStandbyKey => "no standby key to put in use".into(),
+            Failure::Misconfigured { what } => format!("pg_session_auth: {what}"),
+            Failure::ReadOnly { what } => format!("cannot {what} on a hot standby"),
             Failure::NoKeyConfigured => "no verification key is configured".into(),
             Failure::MissingTables { what } => format!("pg_session_auth: {what} missing"),
             Failure::NotUpdated { what } => {
@@ -144,6 +167,13 @@ impl Failure {
                 Some("Call auth.authenticate() first in the same transaction.".into())
             }
             Failure::RequestRefused => Some("Sign in again to get a new token.".into()),
+            Failure::RefreshRefused { .. } => Some("Sign in again.".into()),
+            Failure::NoSigningKey => Some(
+                "Generate one with auth.generate_key(), or put a standby key in use with auth.rotate_signing_key()."
+                    .into(),
+            ),
+            Failure::NoStandbyKey => Some("Generate one first with auth.generate_key().".into()),
+            Failure::ReadOnly { .. } => Some("Connect to the primary.".into()),
             Failure::NoKeyConfigured => {
                 Some("Add a key with auth.add_key() or auth.import_jwks().".into())
             }
@@ -157,6 +187,7 @@ impl Failure {
             Failure::PermissionDenied { only_own: true, .. } => Some(ONLY_ADMINS.into()),
             Failure::PrepareAfterRevocation => Some("Commit it instead.".into()),
             Failure::UnusableKey(_)
+            | Failure::Misconfigured { .. }
             | Failure::InvalidArgument { .. }
             | Failure::NullArgument { .. }
             | Failure::PermissionDenied { .. }
@@ -183,8 +214,13 @@ impl Failure {
         let all = vec![
             Failure::Rejected(Rejection::BadSignature),
             Failure::NotAuthenticated { function: "f" },
+            Failure::RefreshRefused { reason: "r" },
             Failure::RequestRefused,
             Failure::NoKeyConfigured,
+            Failure::NoSigningKey,
+            Failure::NoStandbyKey,
+            Failure::Misconfigured { what: "m".into() },
+            Failure::ReadOnly { what: "w" },
             Failure::MissingTables { what: "t" },
             Failure::NotUpdated { what: "w" },
             Failure::ObjectsAltered { what: "o".into() },
@@ -206,8 +242,13 @@ impl Failure {
             match failure {
                 Failure::Rejected(_)
                 | Failure::NotAuthenticated { .. }
+                | Failure::RefreshRefused { .. }
                 | Failure::RequestRefused
                 | Failure::NoKeyConfigured
+                | Failure::NoSigningKey
+                | Failure::NoStandbyKey
+                | Failure::Misconfigured { .. }
+                | Failure::ReadOnly { .. }
                 | Failure::MissingTables { .. }
                 | Failure::NotUpdated { .. }
                 | Failure::ObjectsAltered { .. }

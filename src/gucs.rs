@@ -28,6 +28,24 @@ pub static MAX_TOKEN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// only with `shared_preload_libraries` and at server start (see `revocation_filter.rs`).
 pub static REVOCATION_FILTER_SIZE: GucSetting<i32> = GucSetting::<i32>::new(2048);
 
+/// Seconds an access token issued with a session lives (never past its session's end).
+pub static ACCESS_TOKEN_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(3600);
+/// Seconds a session lives from sign-in; 0 = no timebox.
+pub static SESSION_TIMEBOX: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Seconds a session lives without a refresh; 0 = no inactivity timeout.
+pub static SESSION_INACTIVITY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Milliseconds during which a superseded refresh token still obtains the current one.
+pub static REFRESH_REUSE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// The server secret refresh tokens are derived from; empty = the data directory's key file.
+pub static REFRESH_TOKEN_SECRET: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+/// The cookie `auth.refresh_session_cookie()` reads and sets.
+pub static REFRESH_COOKIE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"refresh_token"));
+/// The `Path` of that cookie.
+pub static REFRESH_COOKIE_PATH: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"/"));
+
 /// Where the claim functions take their claims from.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ClaimsSource {
@@ -131,6 +149,7 @@ pub fn register() {
         GucContext::Suset,
         TRUST_FLAGS,
     );
+    register_session_settings();
     // A server-start setting can only be defined while the postmaster loads the library.
     if settings::loading_shared_preload_libraries() {
         define_revocation_filter_size();
@@ -172,6 +191,108 @@ pub fn note_revoked_in_transaction() {
 
 pub fn revoked_in_transaction() -> bool {
     REVOKED_IN_TRANSACTION.get()
+}
+
+fn register_session_settings() {
+    let seconds = |name, description, setting, default_max| {
+        GucRegistry::define_int_guc(
+            name,
+            description,
+            c"",
+            setting,
+            0,
+            default_max,
+            GucContext::Suset,
+            TRUST_FLAGS | GucFlags::UNIT_S,
+        );
+    };
+    seconds(
+        c"pg_session_auth.access_token_lifetime",
+        c"Lifetime of the access tokens issued with a session (never past the session's end).",
+        &ACCESS_TOKEN_LIFETIME,
+        i32::MAX,
+    );
+    seconds(
+        c"pg_session_auth.session_timebox",
+        c"How long a session lives from sign-in; 0 means no limit.",
+        &SESSION_TIMEBOX,
+        i32::MAX,
+    );
+    seconds(
+        c"pg_session_auth.session_inactivity_timeout",
+        c"How long a session lives without a refresh; 0 means no limit.",
+        &SESSION_INACTIVITY_TIMEOUT,
+        i32::MAX,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_session_auth.refresh_reuse_interval",
+        c"How long a superseded refresh token still obtains the session's current one.",
+        c"",
+        &REFRESH_REUSE_INTERVAL,
+        0,
+        3_600_000,
+        GucContext::Suset,
+        TRUST_FLAGS | GucFlags::UNIT_MS,
+    );
+    // The secret itself: in postgresql.conf only, readable by superusers only, never shown.
+    GucRegistry::define_string_guc(
+        c"pg_session_auth.refresh_token_secret",
+        c"Secret (at least 32 bytes) refresh tokens are derived from; empty: the server's key file.",
+        c"",
+        &REFRESH_TOKEN_SECRET,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL | settings::NOT_IN_SAMPLE,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_session_auth.refresh_cookie",
+        c"Name of the cookie auth.refresh_session_cookie() reads and sets.",
+        c"",
+        &REFRESH_COOKIE,
+        GucContext::Suset,
+        TRUST_FLAGS,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_session_auth.refresh_cookie_path",
+        c"Path attribute of the refresh token cookie.",
+        c"",
+        &REFRESH_COOKIE_PATH,
+        GucContext::Suset,
+        TRUST_FLAGS,
+    );
+}
+
+/// Session lifetimes, in microseconds (`None`: no limit).
+pub struct SessionLimits {
+    pub access_token_lifetime: i64,
+    pub timebox: Option<i64>,
+    pub inactivity_timeout: Option<i64>,
+    pub reuse_interval: i64,
+}
+
+pub fn session_limits() -> SessionLimits {
+    let micros = |seconds: i32| i64::from(seconds) * 1_000_000;
+    let optional = |seconds: i32| (seconds > 0).then(|| micros(seconds));
+    SessionLimits {
+        access_token_lifetime: micros(ACCESS_TOKEN_LIFETIME.get()),
+        timebox: optional(SESSION_TIMEBOX.get()),
+        inactivity_timeout: optional(SESSION_INACTIVITY_TIMEOUT.get()),
+        reuse_interval: i64::from(REFRESH_REUSE_INTERVAL.get()) * 1_000,
+    }
+}
+
+/// The configured refresh token secret, when set.
+pub fn refresh_token_secret() -> Option<Vec<u8>> {
+    let value = REFRESH_TOKEN_SECRET.get()?;
+    let bytes = value.to_bytes();
+    (!bytes.is_empty()).then(|| bytes.to_vec())
+}
+
+pub fn refresh_cookie() -> String {
+    non_empty(&REFRESH_COOKIE).unwrap_or_else(|| "refresh_token".to_owned())
+}
+
+pub fn refresh_cookie_path() -> String {
+    non_empty(&REFRESH_COOKIE_PATH).unwrap_or_else(|| "/".to_owned())
 }
 
 fn define_revocation_filter_size() {

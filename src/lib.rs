@@ -24,12 +24,19 @@ mod pg;
 mod planner_support;
 mod request_settings;
 mod revocation;
+mod sessions;
+mod signing_keys;
 
 mod verification;
 
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!(
+    "../sql/sessions.sql",
+    name = "sessions",
+    requires = ["bootstrap"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

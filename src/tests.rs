@@ -17,7 +17,7 @@ mod tests {
     /// Empties the keyring, adds the HS256 key `k1`, and defines `pg_temp.error_of(sql)`,
     /// which runs a statement and returns `SQLSTATE: message` of its error (NULL if none).
     fn setup() {
-        Spi::run("truncate auth.keys").unwrap();
+        Spi::run("truncate auth.keys cascade").unwrap();
         Spi::run(
             "create function pg_temp.error_of(statement text) returns text language plpgsql as $$
              begin execute statement; return null;
@@ -117,7 +117,7 @@ mod tests {
     #[pg_test]
     fn no_key_is_its_own_error() {
         setup();
-        Spi::run("truncate auth.keys").unwrap();
+        Spi::run("truncate auth.keys cascade").unwrap();
         assert_eq!(
             verify_error(&good_token()),
             "55000: no verification key is configured"

@@ -18,12 +18,13 @@ use crate::jsonb::JsonbArgument;
 use crate::pg::owner_spi::{self, text_arg, uuid_arg, Arg};
 use crate::pg::{clock, roles};
 use crate::revocation::filter::{self as revocation_filter, BuildOutcome};
+use crate::sessions::{self, cookie, Ending};
 use crate::{gucs, revocation};
 
 const ADMIN_ROLE: &str = "session_auth_admin";
 
 /// Whether the current user is a superuser or has the privileges of `session_auth_admin`.
-fn caller_is_admin() -> bool {
+pub(crate) fn caller_is_admin() -> bool {
     roles::current_user_is_superuser()
         || roles::role_oid(ADMIN_ROLE)
             .is_some_and(|admin| roles::has_privileges_of(roles::current_user(), admin))
@@ -78,6 +79,11 @@ fn reason_arg(reason: Option<&str>) -> Arg {
 /// is new.
 fn newly_inserted(rows: &[Option<bool>]) -> bool {
     rows.first() == Some(&Some(true))
+}
+
+/// Revokes every token of `session_id` (with `reason`), as `auth.revoke_session` does.
+pub(crate) fn revoke_session_id(session_id: [u8; 16], reason: &str) -> bool {
+    insert_session(session_id, Some(reason))
 }
 
 fn insert_session(session_id: [u8; 16], reason: Option<&str>) -> bool {
@@ -186,7 +192,9 @@ fn revoke_session(session_id: Option<Uuid>, reason: default!(Option<&str>, "NULL
     require_own_or_admin("revoke another user's session", |claims| {
         identity::session_id(claims) == Some(session)
     });
-    insert_session(session, reason)
+    let newly = insert_session(session, reason);
+    sessions::end_sessions(Ending::Session(session), "revoked");
+    newly
 }
 
 /// `auth.revoke_user(user_id, reason, issuer)`: global sign-out — every token of that
@@ -202,6 +210,13 @@ pub fn revoke_user_at_issuer(
     let user_id = identity::canonical_user_id(required(user_id, "user_id"));
     if caller_is_admin() {
         upsert_user_cutoff(&user_id, issuer.unwrap_or(EVERY_ISSUER), None, None, reason);
+        sessions::end_sessions(
+            Ending::User {
+                user_id: &user_id,
+                keep: None,
+            },
+            "revoked",
+        );
         return;
     }
     let own = current_claims_even_if_revoked().filter(|claims| {
@@ -215,6 +230,13 @@ pub fn revoke_user_at_issuer(
         })
     };
     upsert_user_cutoff(&user_id, issuer_of(&own), None, None, reason);
+    sessions::end_sessions(
+        Ending::User {
+            user_id: &user_id,
+            keep: None,
+        },
+        "revoked",
+    );
 }
 
 /// `auth.revoke_user(user_id uuid, reason, issuer)`: the same, for UUID subjects.
@@ -286,7 +308,7 @@ fn sign_out(scope: default!(Option<&str>, "'local'")) {
             (None, None) => no_claim("session_id, sid or jti claim"),
         },
         "global" => upsert_user_cutoff(
-            &sub.unwrap_or_else(|| no_claim("sub claim")),
+            &sub.clone().unwrap_or_else(|| no_claim("sub claim")),
             issuer_of(&claims),
             None,
             issued_at,
@@ -295,7 +317,7 @@ fn sign_out(scope: default!(Option<&str>, "'local'")) {
         "others" => {
             let session = session.unwrap_or_else(|| no_claim("session_id or sid claim"));
             upsert_user_cutoff(
-                &sub.unwrap_or_else(|| no_claim("sub claim")),
+                &sub.clone().unwrap_or_else(|| no_claim("sub claim")),
                 issuer_of(&claims),
                 Some(session),
                 issued_at,
@@ -307,6 +329,24 @@ fn sign_out(scope: default!(Option<&str>, "'local'")) {
             Some("The scope is 'local', 'global' or 'others'.".into()),
         )),
     }
+    // The sessions the database knows end too, so they can no longer refresh; their access
+    // tokens are refused by session id, whatever their iat.
+    let ending = match (scope, &sub) {
+        ("local", _) => session.map(Ending::Session),
+        ("global", Some(sub)) => Some(Ending::User {
+            user_id: sub,
+            keep: None,
+        }),
+        ("others", Some(sub)) => Some(Ending::User {
+            user_id: sub,
+            keep: session,
+        }),
+        _ => None,
+    };
+    if let Some(ending) = ending {
+        sessions::end_sessions(ending, "signed out");
+    }
+    cookie::clear_if_requested_over_http();
 }
 
 /// `auth.is_revoked(claims)`: whether claims fall under a revocation in force. Admins may

@@ -36,6 +36,34 @@ impl Worker<'_> {
     }
 }
 
+impl Worker<'_> {
+    /// Runs the worker for `database`, handing it `extra` (at most 127 bytes), and waits
+    /// until it has exited. False when it could not be started (no free
+    /// `max_worker_processes` slot) or the postmaster died; whether it did its work, the
+    /// caller checks in the database.
+    pub fn run_for_database(&self, database: pg_sys::Oid, extra: &str) -> bool {
+        let started = BackgroundWorkerBuilder::new(self.name)
+            .set_type(self.worker_type)
+            .set_library(self.library)
+            .set_function(self.function)
+            .set_argument(Some(pg_sys::Datum::from(database.to_u32())))
+            .set_extra(extra)
+            .enable_spi_access()
+            .set_start_time(BgWorkerStartTime::RecoveryFinished)
+            .set_notify_pid(super::locks::my_pid())
+            .load_dynamic();
+        match started {
+            Ok(worker) => worker.wait_for_shutdown().is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The `extra` text a worker started by [`Worker::run_for_database`] was handed.
+pub fn extra() -> &'static str {
+    BackgroundWorker::get_extra()
+}
+
 /// The database a worker started by [`Worker::start_for_database`] is for (its argument).
 pub fn database_of(argument: pg_sys::Datum) -> pg_sys::Oid {
     pg_sys::Oid::from(argument.value() as u32)

@@ -30,3 +30,14 @@ pub fn unix_seconds(timestamp: pg_sys::TimestampTz) -> i64 {
 pub fn from_unix_seconds(unix_seconds: f64) -> pg_sys::TimestampTz {
     ((unix_seconds - POSTGRES_EPOCH_UNIX_SECONDS as f64) * 1_000_000.0) as pg_sys::TimestampTz
 }
+
+/// A timestamp as microseconds since the Unix epoch.
+pub fn unix_micros(timestamp: pg_sys::TimestampTz) -> i64 {
+    timestamp + POSTGRES_EPOCH_UNIX_SECONDS * 1_000_000
+}
+
+/// Now (the wall clock), in microseconds since the Unix epoch.
+pub fn now_unix_micros() -> i64 {
+    // SAFETY: reads the system clock.
+    unix_micros(unsafe { pg_sys::GetCurrentTimestamp() })
+}

@@ -21,3 +21,43 @@ pub fn current_subtransaction() -> pg_sys::SubTransactionId {
     // SAFETY: reads the transaction state's counter; callable anywhere in a transaction.
     unsafe { pg_sys::GetCurrentSubTransactionId() }
 }
+
+/// Runs `body` in a subtransaction of its own, which is kept (its effects and locks pass to
+/// the enclosing transaction) when `keep` says so and rolled back otherwise — releasing the
+/// row locks it took. An error inside `body` rolls the subtransaction back and is raised on,
+/// as PL/Python does, so a caller's exception block finds the subtransactions as it left them.
+pub fn in_subtransaction<R>(body: impl FnOnce() -> R, keep: impl FnOnce(&R) -> bool) -> R {
+    // SAFETY: the same steps PL/pgSQL takes for a block with an exception clause: the memory
+    // context and resource owner current before are restored after the subtransaction ends
+    // (BeginInternalSubTransaction switches to the subtransaction's context).
+    let (context, owner) = unsafe {
+        let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(saved.0);
+        saved
+    };
+    let end = |kept: bool| {
+        // SAFETY: the subtransaction begun above is the current one (`body` ran any SPI
+        // connection it opened to completion, or pgrx unwound it and flushed the error
+        // state); the saved context and owner outlive it.
+        unsafe {
+            if kept {
+                pg_sys::ReleaseCurrentSubTransaction();
+            } else {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+            }
+            pg_sys::MemoryContextSwitchTo(context);
+            pg_sys::CurrentResourceOwner = owner;
+        }
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(result) => {
+            end(keep(&result));
+            result
+        }
+        Err(error) => {
+            end(false);
+            std::panic::resume_unwind(error)
+        }
+    }
+}

@@ -1,0 +1,16 @@
+-- A session as a refresh needs it, locked against concurrent refreshes and sign-outs.
+-- Times in µs since the Unix epoch.
+select s.user_id,
+       (pg_catalog.date_part('epoch', s.created_at) operator(pg_catalog.*) 1000000)::pg_catalog.int8,
+       (pg_catalog.date_part('epoch', coalesce(s.refreshed_at, s.created_at)) operator(pg_catalog.*) 1000000)::pg_catalog.int8,
+       (pg_catalog.date_part('epoch', s.not_after) operator(pg_catalog.*) 1000000)::pg_catalog.int8,
+       s.aal, s.amr::pg_catalog.text, s.claims::pg_catalog.text,
+       s.refresh_counter, s.step_up_floor,
+       (select pg_catalog.array_agg((pg_catalog.date_part('epoch', t) operator(pg_catalog.*) 1000000)::pg_catalog.int8 order by n)
+        from pg_catalog.unnest(s.superseded_at) with ordinality as u(t, n)),
+       s.ended_at is not null
+           or exists (select from auth.revoked_sessions as r where r.session_id operator(pg_catalog.=) s.id),
+       (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) operator(pg_catalog.*) 1000000)::pg_catalog.int8
+from auth.sessions as s
+where s.id operator(pg_catalog.=) $1
+for update of s

@@ -1,0 +1,6 @@
+-- The active sessions of user $1, newest first.
+select s.id, s.created_at, s.refreshed_at, s.user_agent, s.ip, s.aal, s.tag, s.not_after
+from auth.sessions as s
+where s.user_id operator(pg_catalog.=) $1 and s.ended_at is null
+  and not exists (select from auth.revoked_sessions as r where r.session_id operator(pg_catalog.=) s.id)
+order by s.created_at desc, s.id

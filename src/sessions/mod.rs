@@ -1,0 +1,549 @@
+//! Sessions: sign-in, refresh-token rotation with theft detection, step-up, ending.
+//!
+//! A session is a row of `auth.sessions`; its refresh tokens are derived from the server
+//! secret, its id and its counter (`core::refresh_token`), so the row stores no token. Every
+//! refresh locks the row, so concurrent refreshes and sign-outs are serialised: exactly one
+//! rotation per token, and a session ended by a sign-out never refreshes again. The lock is
+//! taken in a subtransaction so that a theft verdict can release it before the session is
+//! ended by a background worker (`ending.rs`) in a transaction that the caller's rollback
+//! cannot undo.
+
+pub mod access_token;
+pub mod cookie;
+mod ending;
+mod secret;
+
+use pg_session_auth_core::identity::canonical_user_id;
+use pg_session_auth_core::refresh_token::{RefreshDecision, RefreshState};
+use pg_session_auth_core::MAX_ID_BYTES;
+use pgrx::{pg_sys, IntoDatum};
+use serde_json::{json, Map, Value};
+
+use crate::errors::{invalid_argument, raise, Failure};
+use crate::gucs;
+use crate::pg::owner_spi::{self, text_arg, uuid_arg, Arg};
+use crate::pg::{clock, locks, transaction};
+use access_token::{check_extra_claims, issue, random_uuid, uuid_text, SessionClaims};
+
+pub const SESSIONS_TABLE: &str = "sessions";
+
+/// Longest user agent kept (longer ones are cut).
+const MAX_USER_AGENT_BYTES: usize = 512;
+
+/// GoTrue's token response.
+pub struct TokenResponse {
+    pub access_token: String,
+    pub expires_in: i32,
+    pub expires_at: i64,
+    pub refresh_token: Option<String>,
+    pub session_id: [u8; 16],
+    /// When the session must end at the latest (µs), for a cookie's lifetime.
+    pub session_end: Option<i64>,
+}
+
+/// Why a refresh is refused (`28000`, with this as the message).
+pub mod refusal {
+    pub const INVALID: &str = "invalid refresh token";
+    pub const EXPIRED: &str = "session expired";
+    pub const TIMED_OUT: &str = "session timed out";
+    pub const ENDED: &str = "session ended";
+    pub const REUSED: &str = "refresh token reused";
+}
+
+fn refuse(reason: &'static str) -> ! {
+    raise(Failure::RefreshRefused { reason })
+}
+
+/// On a hot standby nothing is written: `25006` before anything else.
+fn require_primary(what: &'static str) {
+    if locks::recovery_in_progress() {
+        raise(Failure::ReadOnly { what })
+    }
+}
+
+fn sessions_owner() -> pg_sys::Oid {
+    owner_spi::relation_and_owner(SESSIONS_TABLE)
+        .map(|(_, owner)| owner)
+        .unwrap_or_else(|| {
+            raise(Failure::NotUpdated {
+                what: "sessions can be used",
+            })
+        })
+}
+
+/// An optional text argument.
+fn optional_text(value: Option<&str>) -> Arg {
+    (pg_sys::TEXTOID, value.into_datum())
+}
+
+fn inet_arg(ip: Option<&pgrx::Inet>) -> Arg {
+    (pg_sys::INETOID, ip.cloned().into_datum())
+}
+
+/// A user agent as kept: cut to [`MAX_USER_AGENT_BYTES`] at a character boundary.
+fn user_agent(text: Option<&str>) -> Option<&str> {
+    let text = text?;
+    let mut end = text.len().min(MAX_USER_AGENT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(&text[..end])
+}
+
+fn check_aal(aal: &str) {
+    if !matches!(aal, "aal1" | "aal2" | "aal3") {
+        raise(invalid_argument(
+            format!("unknown assurance level {aal:?}"),
+            Some("The level is 'aal1', 'aal2' or 'aal3'.".into()),
+        ));
+    }
+}
+
+/// `amr` as given (a JSON array), or a password sign-in now.
+fn methods(amr: Option<Value>, now_micros: i64) -> Value {
+    match amr {
+        Some(Value::Array(methods)) => Value::Array(methods),
+        Some(_) => raise(invalid_argument("amr must be a JSON array", None)),
+        None => json!([{ "method": "password", "timestamp": now_micros.div_euclid(1_000_000) }]),
+    }
+}
+
+/// What [`create`] is given.
+pub struct SignIn<'a> {
+    pub user_id: &'a str,
+    pub claims: Map<String, Value>,
+    pub user_agent: Option<&'a str>,
+    pub ip: Option<pgrx::Inet>,
+    pub aal: &'a str,
+    pub amr: Option<Value>,
+    pub tag: Option<&'a str>,
+    pub not_after: Option<pgrx::datum::TimestampWithTimeZone>,
+}
+
+/// Starts a session and returns its first pair.
+pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
+    require_primary("create sessions");
+    if sign_in.user_id.is_empty() || sign_in.user_id.len() > MAX_ID_BYTES {
+        raise(invalid_argument(
+            format!("a user id must be 1 to {MAX_ID_BYTES} bytes"),
+            None,
+        ));
+    }
+    if sign_in.tag.is_some_and(|tag| tag.len() > MAX_ID_BYTES) {
+        raise(invalid_argument(
+            format!("a tag must be at most {MAX_ID_BYTES} bytes"),
+            None,
+        ));
+    }
+    check_extra_claims(&sign_in.claims);
+    check_aal(sign_in.aal);
+    let user_id = canonical_user_id(sign_in.user_id);
+    let owner = sessions_owner();
+    // Fail before writing anything when nothing can sign.
+    crate::signing_keys::key_in_use();
+    let session = random_uuid();
+    let limits = gucs::session_limits();
+    let now_estimate = clock::now_unix_micros();
+    let amr = methods(sign_in.amr, now_estimate);
+    let (_, created) = owner_spi::modify(
+        owner,
+        include_str!("../queries/session_create.sql"),
+        &[
+            uuid_arg(Some(session)),
+            text_arg(&user_id),
+            (pg_sys::TIMESTAMPTZOID, sign_in.not_after.into_datum()),
+            text_arg(sign_in.aal),
+            text_arg(&amr.to_string()),
+            optional_text(sign_in.tag),
+            (
+                pg_sys::JSONBOID,
+                Some(crate::pg::jsonb::object_to_jsonb(&sign_in.claims)),
+            ),
+            optional_text(user_agent(sign_in.user_agent)),
+            inet_arg(sign_in.ip.as_ref()),
+        ],
+        |row| row.get::<i64>(0),
+    );
+    let created = created.into_iter().next().flatten().unwrap_or(now_estimate);
+    let not_after = sign_in.not_after.map(|at| clock::unix_micros(at.into()));
+    let session_end = [
+        not_after,
+        limits.timebox.map(|timebox| created + timebox),
+        limits.inactivity_timeout.map(|timeout| created + timeout),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let session_text = uuid_text(&session);
+    let issued = issue(
+        &SessionClaims {
+            user_id: &user_id,
+            session_id: &session_text,
+            aal: sign_in.aal,
+            amr: &amr,
+            extra: &sign_in.claims,
+        },
+        created,
+        session_end,
+    );
+    TokenResponse {
+        access_token: issued.access_token,
+        expires_in: issued.expires_in,
+        expires_at: issued.expires_at,
+        refresh_token: Some(secret::refresh_secret().token(&session, 0)),
+        session_id: session,
+        session_end,
+    }
+}
+
+/// A session as a refresh reads it (locked).
+struct Locked {
+    user_id: String,
+    created: i64,
+    last_activity: i64,
+    not_after: Option<i64>,
+    aal: String,
+    amr: Value,
+    claims: Map<String, Value>,
+    counter: u64,
+    step_up_floor: u64,
+    superseded_at: Vec<i64>,
+    ended: bool,
+    now: i64,
+}
+
+fn lock_session(owner: pg_sys::Oid, session: [u8; 16]) -> Option<Locked> {
+    let rows = owner_spi::modify(
+        owner,
+        include_str!("../queries/session_for_refresh.sql"),
+        &[uuid_arg(Some(session))],
+        |row| {
+            let json = |column| {
+                row.get::<String>(column)
+                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            };
+            Some(Locked {
+                user_id: row.get(0)?,
+                created: row.get(1)?,
+                last_activity: row.get(2)?,
+                not_after: row.get(3),
+                aal: row.get(4)?,
+                amr: json(5).unwrap_or(Value::Array(Vec::new())),
+                claims: match json(6) {
+                    Some(Value::Object(claims)) => claims,
+                    _ => Map::new(),
+                },
+                counter: u64::try_from(row.get::<i64>(7)?).ok()?,
+                step_up_floor: u64::try_from(row.get::<i64>(8)?).ok()?,
+                superseded_at: row
+                    .get::<Vec<Option<i64>>>(9)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                ended: row.get(10)?,
+                now: row.get(11)?,
+            })
+        },
+    )
+    .1;
+    rows.into_iter().next().flatten()
+}
+
+impl Locked {
+    /// When the session must end at the latest (µs), counting a refresh now as activity.
+    fn end(&self, refreshed_now: bool) -> Option<i64> {
+        let limits = gucs::session_limits();
+        let activity = if refreshed_now {
+            self.now
+        } else {
+            self.last_activity
+        };
+        [
+            self.not_after,
+            limits.timebox.map(|timebox| self.created + timebox),
+            limits.inactivity_timeout.map(|timeout| activity + timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Why the session can no longer refresh, if it cannot.
+    fn refusal(&self) -> Option<&'static str> {
+        let limits = gucs::session_limits();
+        if self.ended {
+            Some(refusal::ENDED)
+        } else if self.not_after.is_some_and(|at| self.now >= at) {
+            Some(refusal::EXPIRED)
+        } else if limits
+            .timebox
+            .is_some_and(|timebox| self.now >= self.created + timebox)
+            || limits
+                .inactivity_timeout
+                .is_some_and(|timeout| self.now >= self.last_activity + timeout)
+        {
+            Some(refusal::TIMED_OUT)
+        } else {
+            None
+        }
+    }
+}
+
+/// What happened to a refresh inside its subtransaction.
+enum Outcome {
+    Refreshed(Box<TokenResponse>),
+    Theft([u8; 16]),
+}
+
+/// Refreshes: rotates the presented token (or hands back the current one) and returns a new
+/// pair; ends the whole session on theft.
+pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> TokenResponse {
+    require_primary("refresh sessions");
+    let secret = secret::refresh_secret();
+    let presented = secret
+        .open(token)
+        .unwrap_or_else(|| refuse(refusal::INVALID));
+    let owner = sessions_owner();
+    let outcome = transaction::in_subtransaction(
+        || {
+            let Some(session) = lock_session(owner, presented.session) else {
+                refuse(refusal::INVALID)
+            };
+            if let Some(reason) = session.refusal() {
+                refuse(reason);
+            }
+            let state = RefreshState {
+                counter: session.counter,
+                step_up_floor: session.step_up_floor,
+                superseded_at: &session.superseded_at,
+            };
+            let rotate = match state.decide(
+                presented.counter,
+                session.now,
+                gucs::session_limits().reuse_interval,
+            ) {
+                RefreshDecision::Rotate => true,
+                RefreshDecision::HandBackCurrent => false,
+                RefreshDecision::SupersededByStepUp | RefreshDecision::NeverIssued => {
+                    refuse(refusal::INVALID)
+                }
+                RefreshDecision::Theft => return Outcome::Theft(presented.session),
+            };
+            let (_, counters) = owner_spi::modify(
+                owner,
+                include_str!("../queries/session_rotate.sql"),
+                &[
+                    uuid_arg(Some(presented.session)),
+                    (pg_sys::BOOLOID, rotate.into_datum()),
+                    optional_text(user_agent(agent)),
+                    inet_arg(ip.as_ref()),
+                ],
+                |row| row.get::<i64>(0),
+            );
+            let counter = counters
+                .into_iter()
+                .next()
+                .flatten()
+                .and_then(|counter| u64::try_from(counter).ok())
+                .unwrap_or_else(|| refuse(refusal::INVALID));
+            let session_end = session.end(true);
+            let session_text = uuid_text(&presented.session);
+            let issued = issue(
+                &SessionClaims {
+                    user_id: &session.user_id,
+                    session_id: &session_text,
+                    aal: &session.aal,
+                    amr: &session.amr,
+                    extra: &session.claims,
+                },
+                session.now,
+                session_end,
+            );
+            Outcome::Refreshed(Box::new(TokenResponse {
+                access_token: issued.access_token,
+                expires_in: issued.expires_in,
+                expires_at: issued.expires_at,
+                refresh_token: Some(secret.token(&presented.session, counter)),
+                session_id: presented.session,
+                session_end,
+            }))
+        },
+        |outcome| matches!(outcome, Outcome::Refreshed(_)),
+    );
+    match outcome {
+        Outcome::Refreshed(response) => *response,
+        Outcome::Theft(session) => {
+            ending::end_independently(session, refusal::REUSED);
+            refuse(refusal::REUSED)
+        }
+    }
+}
+
+/// Raises the level of `session` (of `user_id`) after a step-up and returns a new pair;
+/// every refresh token issued before is superseded by it.
+pub fn step_up(session: [u8; 16], aal: &str, amr: Option<Value>) -> TokenResponse {
+    require_primary("update sessions");
+    check_aal(aal);
+    let owner = sessions_owner();
+    let Some(locked) = lock_session(owner, session) else {
+        refuse(refusal::INVALID)
+    };
+    if let Some(reason) = locked.refusal() {
+        refuse(reason);
+    }
+    let amr = methods(amr, locked.now);
+    let (_, counters) = owner_spi::modify(
+        owner,
+        include_str!("../queries/session_step_up.sql"),
+        &[
+            uuid_arg(Some(session)),
+            text_arg(aal),
+            text_arg(&amr.to_string()),
+        ],
+        |row| row.get::<i64>(0),
+    );
+    let counter = counters
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|counter| u64::try_from(counter).ok())
+        .unwrap_or_else(|| refuse(refusal::ENDED));
+    let session_end = locked.end(false);
+    let session_text = uuid_text(&session);
+    let issued = issue(
+        &SessionClaims {
+            user_id: &locked.user_id,
+            session_id: &session_text,
+            aal,
+            amr: &amr,
+            extra: &locked.claims,
+        },
+        locked.now,
+        session_end,
+    );
+    TokenResponse {
+        access_token: issued.access_token,
+        expires_in: issued.expires_in,
+        expires_at: issued.expires_at,
+        refresh_token: Some(secret::refresh_secret().token(&session, counter)),
+        session_id: session,
+        session_end,
+    }
+}
+
+/// Which sessions to end.
+pub enum Ending<'a> {
+    Session([u8; 16]),
+    /// Every session of the user, but `keep`.
+    User {
+        user_id: &'a str,
+        keep: Option<[u8; 16]>,
+    },
+}
+
+/// Ends the matching sessions that have not ended, and revokes each one's access tokens by
+/// session id (whatever their `iat`); returns the sessions it ended. A database without
+/// the sessions table (not yet updated) has none.
+pub fn end_sessions(ending: Ending<'_>, reason: &str) -> Vec<[u8; 16]> {
+    let Some((_, owner)) = owner_spi::relation_and_owner(SESSIONS_TABLE) else {
+        return Vec::new();
+    };
+    let (session, user, keep) = match ending {
+        Ending::Session(session) => (Some(session), None, None),
+        Ending::User { user_id, keep } => (None, Some(canonical_user_id(user_id)), keep),
+    };
+    let (_, ended) = owner_spi::modify(
+        owner,
+        include_str!("../queries/sessions_end.sql"),
+        &[
+            uuid_arg(session),
+            optional_text(user.as_deref()),
+            uuid_arg(keep),
+            text_arg(reason),
+        ],
+        |row| row.get::<pgrx::Uuid>(0).map(|id| *id.as_bytes()),
+    );
+    let ended: Vec<[u8; 16]> = ended.into_iter().flatten().collect();
+    for session in &ended {
+        crate::api::revocation::revoke_session_id(*session, reason);
+    }
+    ended
+}
+
+/// Whose session `session` is, if it exists.
+pub fn owner_of(session: [u8; 16]) -> Option<String> {
+    let (_, owner) = owner_spi::relation_and_owner(SESSIONS_TABLE)?;
+    owner_spi::select(
+        Some(owner),
+        include_str!("../queries/session_owner.sql"),
+        &[uuid_arg(Some(session))],
+        |row| row.get::<String>(0),
+    )
+    .into_iter()
+    .next()
+    .flatten()
+}
+
+/// A row of `auth.list_sessions()`.
+pub struct Device {
+    pub session_id: [u8; 16],
+    pub created_at: pgrx::datum::TimestampWithTimeZone,
+    pub refreshed_at: Option<pgrx::datum::TimestampWithTimeZone>,
+    pub user_agent: Option<String>,
+    pub ip: Option<pgrx::Inet>,
+    pub aal: String,
+    pub tag: Option<String>,
+    pub not_after: Option<pgrx::datum::TimestampWithTimeZone>,
+}
+
+/// The active sessions of `user_id`, newest first.
+pub fn list(user_id: &str) -> Vec<Device> {
+    let owner = sessions_owner();
+    owner_spi::select(
+        Some(owner),
+        include_str!("../queries/sessions_list.sql"),
+        &[text_arg(&canonical_user_id(user_id))],
+        |row| {
+            Some(Device {
+                session_id: *row.get::<pgrx::Uuid>(0)?.as_bytes(),
+                created_at: row.get(1)?,
+                refreshed_at: row.get(2),
+                user_agent: row.get(3),
+                ip: row.get(4),
+                aal: row.get(5)?,
+                tag: row.get(6),
+                not_after: row.get(7),
+            })
+        },
+    )
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Deletes sessions ended or expired more than `older_than_seconds` ago; returns how many.
+pub fn purge(older_than_seconds: f64) -> i64 {
+    require_primary("purge sessions");
+    let owner = sessions_owner();
+    let limits = gucs::session_limits();
+    let seconds = |micros: Option<i64>| micros.map(|micros| micros as f64 / 1_000_000.0);
+    owner_spi::modify(
+        owner,
+        include_str!("../queries/sessions_purge.sql"),
+        &[
+            (pg_sys::FLOAT8OID, older_than_seconds.into_datum()),
+            (pg_sys::FLOAT8OID, seconds(limits.timebox).into_datum()),
+            (
+                pg_sys::FLOAT8OID,
+                seconds(limits.inactivity_timeout).into_datum(),
+            ),
+        ],
+        |row| row.get::<i64>(0),
+    )
+    .1
+    .into_iter()
+    .next()
+    .flatten()
+    .unwrap_or(0)
+}
