@@ -13,7 +13,6 @@ $$;
 -- Admins see the keyring but not its HMAC secrets.
 revoke select on table auth.keys from session_auth_admin;
 grant select (kid, alg, public_jwk, created_at, retired_at, issuer) on table auth.keys to session_auth_admin;
-comment on table auth.keys is 'Verification keys of pg_session_auth, by kid. Manage through auth.add_key(), auth.import_jwks() and auth.retire_key().';
 
 -- The private half of the keys this database signs with; the public half is the key's row
 -- in auth.keys. Readable by the extension's owner only: not even session_auth_admin.
@@ -37,6 +36,9 @@ select pg_catalog.pg_extension_config_dump('auth.signing_key_material', '');
 create table auth.sessions (
     id uuid primary key,
     user_id text not null check (octet_length(user_id) between 1 and 1024),
+    -- The iss its tokens carry ('' when none): a user of another issuer with the same sub
+    -- does not see or end it.
+    issuer text not null default '' check (octet_length(issuer) <= 1024),
     created_at timestamptz not null default pg_catalog.now(),
     updated_at timestamptz not null default pg_catalog.now(),
     refreshed_at timestamptz,
@@ -83,7 +85,6 @@ $$;
 comment on function auth.retire_key(text) is 'Retires a key: tokens signed with it are rejected from then on; a signing key is revoked. False when no active key has that kid.';
 
 -- pg_session_auth::api::sessions::create_session
--- pg_session_auth::api::sessions::create_session
 CREATE FUNCTION auth."create_session"(
 	"user_id" TEXT, /* Option < & str > */
 	"claims" jsonb DEFAULT '{}', /* Option < JsonbArgument > */
@@ -105,6 +106,7 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'create_session_wrapper';
 
+
 -- pg_session_auth::api::sessions::end_session
 CREATE FUNCTION auth."end_session"(
 	"session_id" uuid /* Option < Uuid > */
@@ -113,6 +115,7 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'end_session_wrapper';
 
+
 -- pg_session_auth::api::signing::generate_key
 CREATE FUNCTION auth."generate_key"(
 	"alg" TEXT DEFAULT 'ES256' /* Option < & str > */
@@ -120,6 +123,7 @@ CREATE FUNCTION auth."generate_key"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'generate_key_wrapper';
+
 
 -- pg_session_auth::api::signing::import_signing_key
 CREATE FUNCTION auth."import_signing_key"(
@@ -130,6 +134,7 @@ CREATE FUNCTION auth."import_signing_key"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'import_signing_key_wrapper';
+
 
 -- pg_session_auth::api::sessions::list_sessions
 CREATE FUNCTION auth."list_sessions"() RETURNS TABLE (
@@ -146,6 +151,7 @@ CREATE FUNCTION auth."list_sessions"() RETURNS TABLE (
 STRICT STABLE PARALLEL RESTRICTED 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'list_own_sessions_wrapper';
+
 
 -- pg_session_auth::api::sessions::list_sessions
 CREATE FUNCTION auth."list_sessions"(
@@ -165,6 +171,7 @@ STABLE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'list_user_sessions_wrapper';
 
+
 -- pg_session_auth::api::sessions::purge_sessions
 CREATE FUNCTION auth."purge_sessions"(
 	"older_than" interval DEFAULT '1 day' /* Option < Interval > */
@@ -172,6 +179,7 @@ CREATE FUNCTION auth."purge_sessions"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'purge_sessions_wrapper';
+
 
 -- pg_session_auth::api::sessions::refresh_session
 CREATE FUNCTION auth."refresh_session"(
@@ -190,6 +198,7 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'refresh_session_wrapper';
 
+
 -- pg_session_auth::api::sessions::refresh_session_cookie
 CREATE FUNCTION auth."refresh_session_cookie"() RETURNS TABLE (
 	"access_token" TEXT,  /* String */
@@ -203,11 +212,13 @@ STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'refresh_session_cookie_wrapper';
 
+
 -- pg_session_auth::api::signing::rotate_signing_key
 CREATE FUNCTION auth."rotate_signing_key"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'rotate_signing_key_wrapper';
+
 
 -- pg_session_auth::api::signing::sign
 CREATE FUNCTION auth."sign"(
@@ -217,6 +228,7 @@ CREATE FUNCTION auth."sign"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'sign_wrapper';
+
 
 -- pg_session_auth::api::signing::signing_keys
 CREATE FUNCTION auth."signing_keys"() RETURNS TABLE (
@@ -228,6 +240,7 @@ CREATE FUNCTION auth."signing_keys"() RETURNS TABLE (
 STRICT STABLE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'signing_keys_wrapper';
+
 
 -- pg_session_auth::api::sessions::update_session_aal
 CREATE FUNCTION auth."update_session_aal"(

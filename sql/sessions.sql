@@ -23,6 +23,9 @@ select pg_catalog.pg_extension_config_dump('auth.signing_key_material', '');
 create table auth.sessions (
     id uuid primary key,
     user_id text not null check (octet_length(user_id) between 1 and 1024),
+    -- The iss its tokens carry ('' when none): a user of another issuer with the same sub
+    -- does not see or end it.
+    issuer text not null default '' check (octet_length(issuer) <= 1024),
     created_at timestamptz not null default pg_catalog.now(),
     updated_at timestamptz not null default pg_catalog.now(),
     refreshed_at timestamptz,

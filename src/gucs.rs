@@ -36,9 +36,6 @@ pub static SESSION_TIMEBOX: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static SESSION_INACTIVITY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Milliseconds during which a superseded refresh token still obtains the current one.
 pub static REFRESH_REUSE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(10_000);
-/// The server secret refresh tokens are derived from; empty = the data directory's key file.
-pub static REFRESH_TOKEN_SECRET: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(None);
 /// The cookie `auth.refresh_session_cookie()` reads and sets.
 pub static REFRESH_COOKIE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"refresh_token"));
@@ -234,15 +231,6 @@ fn register_session_settings() {
         GucContext::Suset,
         TRUST_FLAGS | GucFlags::UNIT_MS,
     );
-    // The secret itself: in postgresql.conf only, readable by superusers only, never shown.
-    GucRegistry::define_string_guc(
-        c"pg_session_auth.refresh_token_secret",
-        c"Secret (at least 32 bytes) refresh tokens are derived from; empty: the server's key file.",
-        c"",
-        &REFRESH_TOKEN_SECRET,
-        GucContext::Sighup,
-        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL | settings::NOT_IN_SAMPLE,
-    );
     GucRegistry::define_string_guc(
         c"pg_session_auth.refresh_cookie",
         c"Name of the cookie auth.refresh_session_cookie() reads and sets.",
@@ -278,13 +266,6 @@ pub fn session_limits() -> SessionLimits {
         inactivity_timeout: optional(SESSION_INACTIVITY_TIMEOUT.get()),
         reuse_interval: i64::from(REFRESH_REUSE_INTERVAL.get()) * 1_000,
     }
-}
-
-/// The configured refresh token secret, when set.
-pub fn refresh_token_secret() -> Option<Vec<u8>> {
-    let value = REFRESH_TOKEN_SECRET.get()?;
-    let bytes = value.to_bytes();
-    (!bytes.is_empty()).then(|| bytes.to_vec())
 }
 
 pub fn refresh_cookie() -> String {

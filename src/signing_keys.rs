@@ -136,6 +136,15 @@ pub fn store(kid: Option<&str>, key: &SigningKey) -> (String, String) {
 pub fn rotate() -> String {
     let (_, owner) = material_owner();
     owner_spi::execute(owner, include_str!("queries/signing_key_lock.sql"), &[]);
+    let (_, standby) = owner_spi::modify(
+        owner,
+        include_str!("queries/signing_key_demote.sql"),
+        &[],
+        |row| row.get::<bool>(0),
+    );
+    if standby.first() != Some(&Some(true)) {
+        raise(Failure::NoStandbyKey);
+    }
     let (_, kids) = owner_spi::modify(
         owner,
         include_str!("queries/signing_key_rotate.sql"),

@@ -35,8 +35,32 @@ fn checked_issuer(issuer: Option<&str>) -> Option<&str> {
     Some(issuer)
 }
 
+/// Whether `kid` belongs to a key this database signs with (whose verification half only
+/// its own functions may change).
+fn is_signing_key(kid: &str) -> bool {
+    let Some((_, owner)) = owner_spi::relation_and_owner("signing_key_material") else {
+        return false;
+    };
+    owner_spi::select(
+        Some(owner),
+        include_str!("../queries/signing_key_exists.sql"),
+        &[text_arg(kid)],
+        |row| row.get::<bool>(0),
+    )
+    .first()
+        == Some(&Some(true))
+}
+
 /// Inserts or replaces a key (a replaced key is active again, bound to `issuer` or to none).
+/// A signing key's kid is refused: replacing its public half would break (or, with another
+/// algorithm, misuse) the private half.
 fn store_key(kid: &str, alg: Algorithm, stored: &StoredKey, issuer: Option<&str>) {
+    if is_signing_key(kid) {
+        raise(invalid_argument(
+            format!("the kid {kid:?} is a signing key of this database"),
+            Some("Signing keys are changed only through auth.generate_key(), auth.rotate_signing_key() and auth.retire_key().".into()),
+        ));
+    }
     if let Err(error) = VerifyingKey::new(alg, stored) {
         raise(Failure::UnusableKey(error));
     }
@@ -116,6 +140,13 @@ pub fn import_jwks_for_issuer(
     let mut imported = 0;
     for entry in entries {
         match (&entry.kid, entry.outcome) {
+            (Some(kid), Ok(_)) if is_signing_key(kid) => {
+                pgrx::notice!(
+                    "skipped key #{} (kid {:?}): a signing key of this database has that kid",
+                    entry.index,
+                    kid.chars().take(64).collect::<String>()
+                );
+            }
             (Some(kid), Ok((alg, stored))) => {
                 store_key(kid, alg, &stored, issuer);
                 imported += 1;

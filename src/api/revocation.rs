@@ -214,6 +214,7 @@ pub fn revoke_user_at_issuer(
             Ending::User {
                 user_id: &user_id,
                 keep: None,
+                issuer,
             },
             "revoked",
         );
@@ -234,6 +235,7 @@ pub fn revoke_user_at_issuer(
         Ending::User {
             user_id: &user_id,
             keep: None,
+            issuer: Some(issuer_of(&own)),
         },
         "revoked",
     );
@@ -336,10 +338,12 @@ fn sign_out(scope: default!(Option<&str>, "'local'")) {
         ("global", Some(sub)) => Some(Ending::User {
             user_id: sub,
             keep: None,
+            issuer: Some(issuer_of(&claims)),
         }),
         ("others", Some(sub)) => Some(Ending::User {
             user_id: sub,
             keep: session,
+            issuer: Some(issuer_of(&claims)),
         }),
         _ => None,
     };

@@ -10,7 +10,7 @@ use pgrx::{Inet, Uuid};
 use crate::api::revocation::caller_is_admin;
 use crate::api::signing::interval_micros;
 use crate::errors::{raise, required, Failure};
-use crate::identity::current_claims_even_if_revoked;
+use crate::identity::current_claims;
 use crate::jsonb::JsonbArgument;
 use crate::sessions::{self, cookie, Ending, SignIn, TokenResponse};
 
@@ -64,16 +64,13 @@ fn create_session(
         name!(session_id, Uuid),
     ),
 > {
-    let claims = match claims {
-        Some(claims) => claims.object_or_raise("claims"),
-        None => Default::default(),
-    };
+    let claims = required(claims, "claims").object_or_raise("claims");
     token_row(sessions::create(SignIn {
         user_id: required(user_id, "user_id"),
         claims,
         user_agent,
         ip,
-        aal: aal.unwrap_or("aal1"),
+        aal: required(aal, "aal"),
         amr: amr.map(|amr| amr.value_or_raise("amr")),
         tag,
         not_after,
@@ -124,15 +121,28 @@ fn refresh_session_cookie() -> TableIterator<
     token_row(cookie::refresh_from_cookie())
 }
 
-/// The bound identity's subject and session; `28000` without one.
-fn own_identity(function: &'static str) -> (String, Option<[u8; 16]>) {
-    let Some(claims) = current_claims_even_if_revoked() else {
-        raise(Failure::NotAuthenticated { function })
-    };
-    let Some(sub) = identity::string_claim(&claims, "sub") else {
-        raise(Failure::NotAuthenticated { function })
-    };
-    (canonical_user_id(sub), identity::session_id(&claims))
+/// Whose sessions the caller may see and end: the bound identity's subject at its issuer.
+/// Read through the claim functions' checks, so a revoked or retired identity is refused
+/// (`28000`) rather than allowed to manage the user's devices.
+struct Own {
+    user_id: String,
+    issuer: String,
+    session: Option<[u8; 16]>,
+}
+
+fn own_identity() -> Option<Own> {
+    let claims = current_claims()?;
+    Some(Own {
+        user_id: canonical_user_id(identity::string_claim(&claims, "sub")?),
+        issuer: identity::string_claim(&claims, "iss")
+            .unwrap_or_default()
+            .to_owned(),
+        session: identity::session_id(&claims),
+    })
+}
+
+fn require_own_identity(function: &'static str) -> Own {
+    own_identity().unwrap_or_else(|| raise(Failure::NotAuthenticated { function }))
 }
 
 /// `auth.update_session_aal(aal, amr, session_id)`: after the app's MFA check, raises the
@@ -158,8 +168,8 @@ fn update_session_aal(
     let aal = required(aal, "aal");
     let session = match session_id {
         Some(session) => *session.as_bytes(),
-        None => own_identity("auth.update_session_aal()")
-            .1
+        None => require_own_identity("auth.update_session_aal()")
+            .session
             .unwrap_or_else(|| {
                 raise(Failure::NotAuthenticated {
                     function: "auth.update_session_aal()",
@@ -176,6 +186,7 @@ fn update_session_aal(
 #[allow(clippy::type_complexity)]
 fn devices(
     user_id: &str,
+    issuer: Option<&str>,
     current: Option<[u8; 16]>,
 ) -> TableIterator<
     'static,
@@ -191,19 +202,23 @@ fn devices(
         name!(is_current, bool),
     ),
 > {
-    TableIterator::new(sessions::list(user_id).into_iter().map(move |device| {
-        (
-            Uuid::from_bytes(device.session_id),
-            device.created_at,
-            device.refreshed_at,
-            device.user_agent,
-            device.ip,
-            device.aal,
-            device.tag,
-            device.not_after,
-            Some(device.session_id) == current,
-        )
-    }))
+    TableIterator::new(
+        sessions::list(user_id, issuer)
+            .into_iter()
+            .map(move |device| {
+                (
+                    Uuid::from_bytes(device.session_id),
+                    device.created_at,
+                    device.refreshed_at,
+                    device.user_agent,
+                    device.ip,
+                    device.aal,
+                    device.tag,
+                    device.not_after,
+                    Some(device.session_id) == current,
+                )
+            }),
+    )
 }
 
 /// `auth.list_sessions()`: the authenticated user's active sessions.
@@ -223,8 +238,8 @@ fn list_own_sessions() -> TableIterator<
         name!(is_current, bool),
     ),
 > {
-    let (user_id, current) = own_identity("auth.list_sessions()");
-    devices(&user_id, current)
+    let own = require_own_identity("auth.list_sessions()");
+    devices(&own.user_id, Some(&own.issuer), own.session)
 }
 
 /// `auth.list_sessions(user_id)`: a user's active sessions (admins; anyone for themselves).
@@ -247,13 +262,11 @@ fn list_user_sessions(
     ),
 > {
     let user_id = canonical_user_id(required(user_id, "user_id"));
-    let own = current_claims_even_if_revoked().and_then(|claims| {
-        let sub = identity::string_claim(&claims, "sub").map(canonical_user_id)?;
-        Some((sub, identity::session_id(&claims)))
-    });
-    match own {
-        Some((sub, current)) if sub == user_id => devices(&user_id, current),
-        _ if caller_is_admin() => devices(&user_id, None),
+    if caller_is_admin() {
+        return devices(&user_id, None, None);
+    }
+    match own_identity() {
+        Some(own) if own.user_id == user_id => devices(&user_id, Some(&own.issuer), own.session),
         _ => raise(Failure::PermissionDenied {
             action: "list another user's sessions",
             only_own: true,
@@ -266,8 +279,9 @@ fn list_user_sessions(
 #[pg_extern(volatile, parallel_unsafe)]
 fn end_session(session_id: Option<Uuid>) -> bool {
     let session = *required(session_id, "session_id").as_bytes();
-    let Some(user_id) = sessions::owner_of(session) else {
-        if caller_is_admin() {
+    let admin = caller_is_admin();
+    let Some((user_id, issuer)) = sessions::owner_of(session) else {
+        if admin {
             return false;
         }
         raise(Failure::PermissionDenied {
@@ -275,10 +289,9 @@ fn end_session(session_id: Option<Uuid>) -> bool {
             only_own: true,
         })
     };
-    let own = current_claims_even_if_revoked()
-        .and_then(|claims| identity::string_claim(&claims, "sub").map(canonical_user_id))
-        .is_some_and(|sub| sub == user_id);
-    if !own && !caller_is_admin() {
+    let own =
+        !admin && own_identity().is_some_and(|own| own.user_id == user_id && own.issuer == issuer);
+    if !own && !admin {
         raise(Failure::PermissionDenied {
             action: "end another user's session",
             only_own: true,

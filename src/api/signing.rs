@@ -85,9 +85,5 @@ fn sign(
         raise(invalid_argument("expires_in must be positive", None));
     }
     let now = clock::now_unix_micros();
-    access_token::sign(
-        claims,
-        now,
-        now.saturating_add(expires_in).div_euclid(1_000_000),
-    )
+    access_token::sign(claims, now, now.saturating_add(expires_in))
 }

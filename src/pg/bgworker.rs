@@ -37,12 +37,11 @@ impl Worker<'_> {
 }
 
 impl Worker<'_> {
-    /// Runs the worker for `database`, handing it `extra` (at most 127 bytes), and waits
-    /// until it has exited. False when it could not be started (no free
-    /// `max_worker_processes` slot) or the postmaster died; whether it did its work, the
-    /// caller checks in the database.
-    pub fn run_for_database(&self, database: pg_sys::Oid, extra: &str) -> bool {
-        let started = BackgroundWorkerBuilder::new(self.name)
+    /// Starts the worker for `database`, handing it `extra` (at most 127 bytes), without
+    /// waiting for it. False when none could be started (no free `max_worker_processes`
+    /// slot).
+    pub fn start_with_extra(&self, database: pg_sys::Oid, extra: &str) -> bool {
+        BackgroundWorkerBuilder::new(self.name)
             .set_type(self.worker_type)
             .set_library(self.library)
             .set_function(self.function)
@@ -50,16 +49,17 @@ impl Worker<'_> {
             .set_extra(extra)
             .enable_spi_access()
             .set_start_time(BgWorkerStartTime::RecoveryFinished)
-            .set_notify_pid(super::locks::my_pid())
-            .load_dynamic();
-        match started {
-            Ok(worker) => worker.wait_for_shutdown().is_ok(),
-            Err(_) => false,
-        }
+            .load_dynamic()
+            .is_ok()
     }
 }
 
-/// The `extra` text a worker started by [`Worker::run_for_database`] was handed.
+/// Runs `body` in a transaction of its own (a worker already connected by [`in_database`]).
+pub fn in_transaction<F: FnOnce() + UnwindSafe + RefUnwindSafe>(body: F) {
+    BackgroundWorker::transaction(body);
+}
+
+/// The `extra` text a worker started by [`Worker::start_with_extra`] was handed.
 pub fn extra() -> &'static str {
     BackgroundWorker::get_extra()
 }

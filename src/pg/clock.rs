@@ -33,7 +33,7 @@ pub fn from_unix_seconds(unix_seconds: f64) -> pg_sys::TimestampTz {
 
 /// A timestamp as microseconds since the Unix epoch.
 pub fn unix_micros(timestamp: pg_sys::TimestampTz) -> i64 {
-    timestamp + POSTGRES_EPOCH_UNIX_SECONDS * 1_000_000
+    timestamp.saturating_add(POSTGRES_EPOCH_UNIX_SECONDS * 1_000_000)
 }
 
 /// Now (the wall clock), in microseconds since the Unix epoch.

@@ -1,2 +1,2 @@
--- Whose session $1 is.
-select s.user_id from auth.sessions as s where s.id operator(pg_catalog.=) $1
+-- Whose session $1 is: its user and issuer.
+select s.user_id, s.issuer from auth.sessions as s where s.id operator(pg_catalog.=) $1

@@ -1,19 +1,13 @@
--- Puts the newest standby key in use; the key in use becomes previously used. Returns the
--- new key's kid (no row: no standby key).
-with chosen as (
-    select m.kid
-    from auth.signing_key_material as m
-    join auth.keys as k on k.kid operator(pg_catalog.=) m.kid
-    where m.state operator(pg_catalog.=) 'standby' and k.retired_at is null
-    order by m.created_at desc, m.kid desc
-    limit 1
-), retired as (
-    update auth.signing_key_material as m
-    set state = 'previously_used', state_changed_at = pg_catalog.now()
-    where m.state operator(pg_catalog.=) 'in_use' and exists (select from chosen)
-)
+-- Puts the newest standby key in use, after signing_key_demote.sql moved the key in use
+-- aside (the unique index allows one in use at any moment). Returns the new key's kid (no
+-- row: no standby key).
 update auth.signing_key_material as m
 set state = 'in_use', state_changed_at = pg_catalog.now()
-from chosen
-where m.kid operator(pg_catalog.=) chosen.kid
+where m.kid operator(pg_catalog.=) (
+    select c.kid
+    from auth.signing_key_material as c
+    join auth.keys as k on k.kid operator(pg_catalog.=) c.kid
+    where c.state operator(pg_catalog.=) 'standby' and k.retired_at is null
+    order by c.created_at desc, c.kid desc
+    limit 1)
 returning m.kid

@@ -66,8 +66,8 @@ pub fn uuid_text(bytes: &[u8; 16]) -> String {
     pgrx::Uuid::from_bytes(*bytes).to_string()
 }
 
-/// `iat` to the microsecond (so that a token issued right after a sign-out is later than its
-/// cut-off), as a JSON number.
+/// A time to the microsecond, as a JSON number of seconds (`iat` so: a token issued right
+/// after a sign-out is later than its cut-off).
 fn issued_at(now_micros: i64) -> Value {
     let seconds = now_micros.div_euclid(1_000_000);
     let micros = now_micros.rem_euclid(1_000_000);
@@ -78,10 +78,11 @@ fn issued_at(now_micros: i64) -> Value {
     }
 }
 
-/// Signs `claims` with the key in use, adding `iat`, `exp` (Unix seconds), `jti` and `iss`.
-pub fn sign(mut claims: Map<String, Value>, now_micros: i64, expires_at: i64) -> String {
+/// Signs `claims` with the key in use, adding `iat`, `exp` (both µs since the Unix epoch,
+/// written as seconds), `jti` and `iss`.
+pub fn sign(mut claims: Map<String, Value>, now_micros: i64, expires_micros: i64) -> String {
     claims.insert("iat".into(), issued_at(now_micros));
-    claims.insert("exp".into(), json!(expires_at));
+    claims.insert("exp".into(), issued_at(expires_micros));
     claims.insert("jti".into(), json!(uuid_text(&random_uuid())));
     if let Some(issuer) = gucs::issuer() {
         claims.insert("iss".into(), json!(issuer));
@@ -111,7 +112,7 @@ pub fn issue(session: &SessionClaims<'_>, now_micros: i64, session_end: Option<i
     claims.insert("aal".into(), json!(session.aal));
     claims.insert("amr".into(), session.amr.clone());
     claims.entry("is_anonymous").or_insert_with(|| json!(false));
-    let access_token = sign(claims, now_micros, expires_at);
+    let access_token = sign(claims, now_micros, expires_at * 1_000_000);
     let expires_in = expires_at - now_micros.div_euclid(1_000_000);
     Issued {
         access_token,

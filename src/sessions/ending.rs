@@ -2,13 +2,22 @@
 //!
 //! A theft verdict raises `28000`, and the raise rolls back the caller's transaction — with
 //! any write it made (GoTrue lost its revocation this way once). So the ending is written by
-//! a background worker, in a transaction of its own, and the caller waits for the worker to
-//! exit and checks, under a fresh snapshot, that the ending is committed before it raises.
-//! The worker must not wait for a lock the caller holds: the caller takes the session's row
-//! lock in a subtransaction and rolls that back before it starts the worker (see `mod.rs`).
-//! If the caller's own transaction had already changed the session row (a refresh earlier in
-//! the same transaction), the worker gives up after `lock_timeout` and the ending is lost
-//! with the rollback; a WARNING says so.
+//! a background worker in transactions of its own:
+//!
+//! 1. it revokes the session's id (`auth.revoked_sessions`), which refuses the session's
+//!    refreshes and access tokens in every backend from their next statement. This write
+//!    takes no lock on the session row, and the worker waits as long as any lock it needs is
+//!    held (no lock or statement timeout): a thief who keeps the session row, or even the
+//!    revocation row, locked only delays the ending until their transaction ends;
+//! 2. then it marks the session row ended — waiting, if need be, for the transaction that
+//!    holds the row (the caller's own, when it refreshed the session earlier) to end.
+//!
+//! The caller waits (at most [`CONFIRM_WITHIN`]) until step 1 is committed, checked under a
+//! fresh snapshot, and raises in any case. The worker needs a free `max_worker_processes`
+//! slot: the caller retries the start for [`START_WITHIN`]; without one the ending is lost
+//! and a WARNING says so (keep a slot to spare).
+
+use std::time::{Duration, Instant};
 
 use pg_session_auth_core::identity::parse_uuid;
 use pgrx::pg_sys;
@@ -16,7 +25,7 @@ use pgrx::pg_sys;
 use super::SESSIONS_TABLE;
 use crate::pg::bgworker::{self, Worker};
 use crate::pg::locks;
-use crate::pg::owner_spi::{self, uuid_arg};
+use crate::pg::owner_spi::{self, text_arg, uuid_arg};
 
 const ENDING_WORKER: Worker<'static> = Worker {
     name: "pg_session_auth session ending",
@@ -25,25 +34,54 @@ const ENDING_WORKER: Worker<'static> = Worker {
     function: "pg_session_auth_end_session",
 };
 
-/// Ends `session` (with `reason`) in a transaction of its own; true once that is committed.
-pub fn end_independently(session: [u8; 16], reason: &str) -> bool {
-    let extra = format!("{}\n{reason}", super::access_token::uuid_text(&session));
-    let ran = ENDING_WORKER.run_for_database(locks::my_database(), &extra);
-    let ended = is_ended(session);
-    if !ended {
-        pgrx::warning!(
-            "pg_session_auth: the session could not be ended independently of this transaction{}",
-            if ran {
-                ""
-            } else {
-                " (no background worker could be started)"
-            }
-        );
-    }
-    ended
+/// How long the caller keeps trying to start the worker.
+const START_WITHIN: Duration = Duration::from_secs(2);
+/// How long the caller waits for the revocation to be committed before it raises anyway.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(10);
+
+fn pause(interval: Duration) {
+    std::thread::sleep(interval);
+    pgrx::check_for_interrupts!();
 }
 
-/// Whether `session` has ended, as committed now.
+/// Ends `session` (with `reason`) in transactions of its own; true once that is committed.
+pub fn end_independently(session: [u8; 16], reason: &str) -> bool {
+    let extra = format!("{}\n{reason}", super::access_token::uuid_text(&session));
+    let database = locks::my_database();
+    let started_by = Instant::now() + START_WITHIN;
+    let started = loop {
+        if ENDING_WORKER.start_with_extra(database, &extra) {
+            break true;
+        }
+        if Instant::now() >= started_by {
+            break false;
+        }
+        pause(Duration::from_millis(100));
+    };
+    let confirmed_by = Instant::now() + CONFIRM_WITHIN;
+    loop {
+        if is_ended(session) {
+            return true;
+        }
+        if !started || Instant::now() >= confirmed_by {
+            break;
+        }
+        pause(POLL);
+    }
+    if started {
+        pgrx::warning!(
+            "pg_session_auth: the session's ending waits for a lock; it commits once that is released"
+        );
+    } else {
+        pgrx::warning!(
+            "pg_session_auth: no background worker could be started (max_worker_processes): the session could not be ended"
+        );
+    }
+    false
+}
+
+/// Whether `session` has ended (or its id is revoked), as committed now.
 fn is_ended(session: [u8; 16]) -> bool {
     let Some((_, owner)) = owner_spi::relation_and_owner(SESSIONS_TABLE) else {
         return false;
@@ -62,14 +100,24 @@ fn is_ended(session: [u8; 16]) -> bool {
 #[no_mangle]
 pub extern "C-unwind" fn pg_session_auth_end_session(argument: pg_sys::Datum) {
     bgworker::die_on_sigterm();
-    bgworker::override_settings(&[(c"lock_timeout", c"5s"), (c"statement_timeout", c"10s")]);
+    bgworker::override_settings(&[(c"lock_timeout", c"0"), (c"statement_timeout", c"0")]);
     let database = bgworker::database_of(argument);
     let (id, reason) = bgworker::extra().split_once('\n').unwrap_or_default();
     let Some(id) = parse_uuid(id) else {
         return;
     };
     let reason = reason.to_owned();
+    let revocation_reason = reason.clone();
     bgworker::in_database(database, move || {
-        super::end_sessions(super::Ending::Session(id), &reason);
+        crate::api::revocation::revoke_session_id(id, &revocation_reason);
+    });
+    bgworker::in_transaction(move || {
+        if let Some((_, owner)) = owner_spi::relation_and_owner(SESSIONS_TABLE) {
+            owner_spi::execute(
+                owner,
+                include_str!("../queries/session_mark_ended.sql"),
+                &[uuid_arg(Some(id)), text_arg(&reason)],
+            );
+        }
     });
 }

@@ -137,6 +137,12 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
     }
     check_extra_claims(&sign_in.claims);
     check_aal(sign_in.aal);
+    if sign_in
+        .not_after
+        .is_some_and(|at| matches!(pg_sys::TimestampTz::from(at), i64::MIN | i64::MAX))
+    {
+        raise(invalid_argument("not_after must be a finite time", None));
+    }
     let user_id = canonical_user_id(sign_in.user_id);
     let owner = sessions_owner();
     // Fail before writing anything when nothing can sign.
@@ -161,6 +167,7 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
             ),
             optional_text(user_agent(sign_in.user_agent)),
             inet_arg(sign_in.ip.as_ref()),
+            text_arg(&gucs::issuer().unwrap_or_default()),
         ],
         |row| row.get::<i64>(0),
     );
@@ -218,9 +225,15 @@ fn lock_session(owner: pg_sys::Oid, session: [u8; 16]) -> Option<Locked> {
         include_str!("../queries/session_for_refresh.sql"),
         &[uuid_arg(Some(session))],
         |row| {
+            // Stored JSON that no longer parses (written by hand) fails closed: a session's
+            // claims are never dropped silently.
             let json = |column| {
-                row.get::<String>(column)
-                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                let text = row.get::<String>(column)?;
+                Some(serde_json::from_str::<Value>(&text).unwrap_or_else(|_| {
+                    raise(Failure::ObjectsAltered {
+                        what: "a session's stored claims cannot be read".into(),
+                    })
+                }))
             };
             Some(Locked {
                 user_id: row.get(0)?,
@@ -228,10 +241,12 @@ fn lock_session(owner: pg_sys::Oid, session: [u8; 16]) -> Option<Locked> {
                 last_activity: row.get(2)?,
                 not_after: row.get(3),
                 aal: row.get(4)?,
-                amr: json(5).unwrap_or(Value::Array(Vec::new())),
-                claims: match json(6) {
-                    Some(Value::Object(claims)) => claims,
-                    _ => Map::new(),
+                amr: json(5)?,
+                claims: match json(6)? {
+                    Value::Object(claims) => claims,
+                    _ => raise(Failure::ObjectsAltered {
+                        what: "a session's stored claims are not an object".into(),
+                    }),
                 },
                 counter: u64::try_from(row.get::<i64>(7)?).ok()?,
                 step_up_floor: u64::try_from(row.get::<i64>(8)?).ok()?,
@@ -435,10 +450,11 @@ pub fn step_up(session: [u8; 16], aal: &str, amr: Option<Value>) -> TokenRespons
 /// Which sessions to end.
 pub enum Ending<'a> {
     Session([u8; 16]),
-    /// Every session of the user, but `keep`.
+    /// Every session of the user at `issuer` (`None`: at every issuer), but `keep`.
     User {
         user_id: &'a str,
         keep: Option<[u8; 16]>,
+        issuer: Option<&'a str>,
     },
 }
 
@@ -449,9 +465,13 @@ pub fn end_sessions(ending: Ending<'_>, reason: &str) -> Vec<[u8; 16]> {
     let Some((_, owner)) = owner_spi::relation_and_owner(SESSIONS_TABLE) else {
         return Vec::new();
     };
-    let (session, user, keep) = match ending {
-        Ending::Session(session) => (Some(session), None, None),
-        Ending::User { user_id, keep } => (None, Some(canonical_user_id(user_id)), keep),
+    let (session, user, keep, issuer) = match ending {
+        Ending::Session(session) => (Some(session), None, None, None),
+        Ending::User {
+            user_id,
+            keep,
+            issuer,
+        } => (None, Some(canonical_user_id(user_id)), keep, issuer),
     };
     let (_, ended) = owner_spi::modify(
         owner,
@@ -461,6 +481,7 @@ pub fn end_sessions(ending: Ending<'_>, reason: &str) -> Vec<[u8; 16]> {
             optional_text(user.as_deref()),
             uuid_arg(keep),
             text_arg(reason),
+            optional_text(issuer),
         ],
         |row| row.get::<pgrx::Uuid>(0).map(|id| *id.as_bytes()),
     );
@@ -471,14 +492,14 @@ pub fn end_sessions(ending: Ending<'_>, reason: &str) -> Vec<[u8; 16]> {
     ended
 }
 
-/// Whose session `session` is, if it exists.
-pub fn owner_of(session: [u8; 16]) -> Option<String> {
+/// Whose session `session` is — its user and issuer — if it exists.
+pub fn owner_of(session: [u8; 16]) -> Option<(String, String)> {
     let (_, owner) = owner_spi::relation_and_owner(SESSIONS_TABLE)?;
     owner_spi::select(
         Some(owner),
         include_str!("../queries/session_owner.sql"),
         &[uuid_arg(Some(session))],
-        |row| row.get::<String>(0),
+        |row| Some((row.get::<String>(0)?, row.get::<String>(1)?)),
     )
     .into_iter()
     .next()
@@ -497,13 +518,13 @@ pub struct Device {
     pub not_after: Option<pgrx::datum::TimestampWithTimeZone>,
 }
 
-/// The active sessions of `user_id`, newest first.
-pub fn list(user_id: &str) -> Vec<Device> {
+/// The active sessions of `user_id` at `issuer` (`None`: at every issuer), newest first.
+pub fn list(user_id: &str, issuer: Option<&str>) -> Vec<Device> {
     let owner = sessions_owner();
     owner_spi::select(
         Some(owner),
         include_str!("../queries/sessions_list.sql"),
-        &[text_arg(&canonical_user_id(user_id))],
+        &[text_arg(&canonical_user_id(user_id)), optional_text(issuer)],
         |row| {
             Some(Device {
                 session_id: *row.get::<pgrx::Uuid>(0)?.as_bytes(),

@@ -1,7 +1,9 @@
-//! The server secret refresh tokens are derived from: `pg_session_auth.refresh_token_secret`
-//! when set (postgresql.conf; superuser-only), else a key file the server creates in its data
-//! directory on first use. Neither is in a table, so no dump carries it; a standby promoted
-//! to primary needs the same secret (set it, or copy the file) for tokens to keep working.
+//! The server secret refresh tokens are derived from: a key file the server creates in its
+//! data directory on first use (`pg_session_auth/refresh_token.key`, 32 random bytes, mode
+//! 0600). Not a setting — settings are shown to `pg_read_all_settings` and logged when they
+//! change — and not in a table, so no dump carries it. Roles that may read server files
+//! (`pg_read_server_files`, superusers) can read it. A standby promoted to primary needs the
+//! same file for the tokens issued before to keep working: copy it.
 
 use std::cell::RefCell;
 use std::fs;
@@ -14,52 +16,39 @@ use pg_session_auth_core::refresh_token::{RefreshSecret, MIN_SECRET_BYTES};
 use pg_session_auth_core::signing::random_bytes;
 
 use crate::errors::{raise, Failure};
-use crate::gucs;
 
 /// Relative to the data directory (a backend's working directory).
 const KEY_DIRECTORY: &str = "pg_session_auth";
-const KEY_FILE: &str = "pg_session_auth/refresh_token.key";
-
-/// The secret, with the setting's value it was made from (`None`: the key file).
-type KeptSecret = (Option<Vec<u8>>, Rc<RefreshSecret>);
+pub const KEY_FILE: &str = "pg_session_auth/refresh_token.key";
 
 thread_local! {
-    static SECRET: RefCell<Option<KeptSecret>> = const { RefCell::new(None) };
+    static SECRET: RefCell<Option<Rc<RefreshSecret>>> = const { RefCell::new(None) };
 }
 
-/// The current secret (re-read when the setting changes).
+/// The secret (read once per backend: the file never changes once made).
 pub fn refresh_secret() -> Rc<RefreshSecret> {
-    let configured = gucs::refresh_token_secret();
-    if let Some(secret) = SECRET.with(|kept| {
-        kept.borrow()
-            .as_ref()
-            .filter(|(from, _)| *from == configured)
-            .map(|(_, secret)| secret.clone())
-    }) {
+    if let Some(secret) = SECRET.with(|kept| kept.borrow().clone()) {
         return secret;
     }
-    let bytes = match &configured {
-        Some(bytes) => bytes.clone(),
-        None => key_file().unwrap_or_else(|why| {
-            raise(Failure::Misconfigured {
-                what: format!("the refresh token key file {KEY_FILE} cannot be used: {why}"),
-            })
-        }),
-    };
+    let bytes = key_file().unwrap_or_else(|why| {
+        raise(Failure::Misconfigured {
+            what: format!("the refresh token key file {KEY_FILE} cannot be used: {why}"),
+        })
+    });
     let secret = Rc::new(RefreshSecret::new(&bytes).unwrap_or_else(|| {
         raise(Failure::Misconfigured {
             what: format!(
-                "pg_session_auth.refresh_token_secret must be at least {MIN_SECRET_BYTES} bytes"
+                "the refresh token key file {KEY_FILE} holds fewer than {MIN_SECRET_BYTES} bytes"
             ),
         })
     }));
-    SECRET.with(|kept| *kept.borrow_mut() = Some((configured, secret.clone())));
+    SECRET.with(|kept| *kept.borrow_mut() = Some(secret.clone()));
     secret
 }
 
-/// The key file's contents, creating it (32 random bytes, mode 0600) when missing. Made
-/// under a temporary name and linked into place, which fails if another backend got there
-/// first: every backend ends up with the same key.
+/// The key file's contents, creating it when missing. Made under a temporary name and linked
+/// into place, which fails if another backend got there first: every backend ends up with
+/// the same key.
 fn key_file() -> std::io::Result<Vec<u8>> {
     match fs::read(KEY_FILE) {
         Ok(bytes) => return Ok(bytes),
