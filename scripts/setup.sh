@@ -26,6 +26,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# Node.js and npm for the client tests' independent verifier (jose): Debian's, unless some
+# Node.js with npm is installed already.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "installing Debian packages: nodejs npm"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
 # Debian starts a default cluster on port 5432 with the package; this project never uses it.
 
 if ! command -v cargo >/dev/null; then
