@@ -13,7 +13,8 @@ use crate::jsonb::JsonbArgument;
 use crate::pg::jsonb::object_to_jsonb;
 use crate::pg::owner_spi::{self, text_arg};
 
-fn algorithm(name: &str) -> Algorithm {
+/// The algorithm named `name`; `22023` listing the supported ones otherwise.
+pub(crate) fn algorithm(name: &str) -> Algorithm {
     Algorithm::from_name(name).unwrap_or_else(|| {
         let supported: Vec<&str> = Algorithm::ALL.iter().map(|alg| alg.name()).collect();
         raise(invalid_argument(

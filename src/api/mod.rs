@@ -3,7 +3,7 @@
 mod cache_invalidation;
 mod earlier_versions;
 mod identity;
-mod keys;
+pub(crate) mod keys;
 mod planner_support;
 pub(crate) mod revocation;
 mod revocation_triggers;

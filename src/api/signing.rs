@@ -3,25 +3,15 @@
 //! the private material is read and written as the tables' owner (`pg::owner_spi`).
 
 use pg_session_auth_core::signing::SigningKey;
-use pg_session_auth_core::Algorithm;
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 
+use super::keys::algorithm;
 use crate::errors::{invalid_argument, raise, required, Failure};
 use crate::jsonb::JsonbArgument;
 use crate::pg::clock;
 use crate::sessions::access_token;
 use crate::signing_keys;
-
-fn algorithm(name: &str) -> Algorithm {
-    Algorithm::from_name(name).unwrap_or_else(|| {
-        let supported: Vec<&str> = Algorithm::ALL.iter().map(|alg| alg.name()).collect();
-        raise(invalid_argument(
-            format!("unsupported algorithm {name:?}"),
-            Some(format!("Supported algorithms: {}.", supported.join(", "))),
-        ))
-    })
-}
 
 /// An interval as microseconds (a month as 30 days, a day as 24 hours, as `extract(epoch)`).
 pub fn interval_micros(interval: &Interval) -> i64 {

@@ -108,6 +108,36 @@ fn methods(amr: Option<Value>, now_micros: i64) -> Value {
     }
 }
 
+/// The pair a session hands out at `counter`: an access token signed now (never outliving
+/// `session_end`) and the refresh token of that counter.
+fn pair(
+    session: [u8; 16],
+    claims: &SessionClaims<'_>,
+    counter: u64,
+    now: i64,
+    session_end: Option<i64>,
+) -> TokenResponse {
+    let issued = issue(claims, now, session_end);
+    TokenResponse {
+        access_token: issued.access_token,
+        expires_in: issued.expires_in,
+        expires_at: issued.expires_at,
+        refresh_token: Some(secret::refresh_secret().token(&session, counter)),
+        session_id: session,
+        session_end,
+    }
+}
+
+/// The counter a writing query returned; `refusal` when it returned none.
+fn counter_of(counters: Vec<Option<i64>>, refusal: &'static str) -> u64 {
+    counters
+        .into_iter()
+        .next()
+        .flatten()
+        .and_then(|counter| u64::try_from(counter).ok())
+        .unwrap_or_else(|| refuse(refusal))
+}
+
 /// What [`create`] is given.
 pub struct SignIn<'a> {
     pub user_id: &'a str,
@@ -182,25 +212,14 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
     .flatten()
     .min();
     let session_text = uuid_text(&session);
-    let issued = issue(
-        &SessionClaims {
-            user_id: &user_id,
-            session_id: &session_text,
-            aal: sign_in.aal,
-            amr: &amr,
-            extra: &sign_in.claims,
-        },
-        created,
-        session_end,
-    );
-    TokenResponse {
-        access_token: issued.access_token,
-        expires_in: issued.expires_in,
-        expires_at: issued.expires_at,
-        refresh_token: Some(secret::refresh_secret().token(&session, 0)),
-        session_id: session,
-        session_end,
-    }
+    let claims = SessionClaims {
+        user_id: &user_id,
+        session_id: &session_text,
+        aal: sign_in.aal,
+        amr: &amr,
+        extra: &sign_in.claims,
+    };
+    pair(session, &claims, 0, created, session_end)
 }
 
 /// A session as a refresh reads it (locked).
@@ -356,33 +375,22 @@ pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> Toke
                 ],
                 |row| row.get::<i64>(0),
             );
-            let counter = counters
-                .into_iter()
-                .next()
-                .flatten()
-                .and_then(|counter| u64::try_from(counter).ok())
-                .unwrap_or_else(|| refuse(refusal::INVALID));
-            let session_end = session.end(true);
+            let counter = counter_of(counters, refusal::INVALID);
             let session_text = uuid_text(&presented.session);
-            let issued = issue(
-                &SessionClaims {
-                    user_id: &session.user_id,
-                    session_id: &session_text,
-                    aal: &session.aal,
-                    amr: &session.amr,
-                    extra: &session.claims,
-                },
+            let claims = SessionClaims {
+                user_id: &session.user_id,
+                session_id: &session_text,
+                aal: &session.aal,
+                amr: &session.amr,
+                extra: &session.claims,
+            };
+            Outcome::Refreshed(Box::new(pair(
+                presented.session,
+                &claims,
+                counter,
                 session.now,
-                session_end,
-            );
-            Outcome::Refreshed(Box::new(TokenResponse {
-                access_token: issued.access_token,
-                expires_in: issued.expires_in,
-                expires_at: issued.expires_at,
-                refresh_token: Some(secret.token(&presented.session, counter)),
-                session_id: presented.session,
-                session_end,
-            }))
+                session.end(true),
+            )))
         },
         |outcome| matches!(outcome, Outcome::Refreshed(_)),
     );
@@ -418,33 +426,16 @@ pub fn step_up(session: [u8; 16], aal: &str, amr: Option<Value>) -> TokenRespons
         ],
         |row| row.get::<i64>(0),
     );
-    let counter = counters
-        .into_iter()
-        .next()
-        .flatten()
-        .and_then(|counter| u64::try_from(counter).ok())
-        .unwrap_or_else(|| refuse(refusal::ENDED));
-    let session_end = locked.end(false);
+    let counter = counter_of(counters, refusal::ENDED);
     let session_text = uuid_text(&session);
-    let issued = issue(
-        &SessionClaims {
-            user_id: &locked.user_id,
-            session_id: &session_text,
-            aal,
-            amr: &amr,
-            extra: &locked.claims,
-        },
-        locked.now,
-        session_end,
-    );
-    TokenResponse {
-        access_token: issued.access_token,
-        expires_in: issued.expires_in,
-        expires_at: issued.expires_at,
-        refresh_token: Some(secret::refresh_secret().token(&session, counter)),
-        session_id: session,
-        session_end,
-    }
+    let claims = SessionClaims {
+        user_id: &locked.user_id,
+        session_id: &session_text,
+        aal,
+        amr: &amr,
+        extra: &locked.claims,
+    };
+    pair(session, &claims, counter, locked.now, locked.end(false))
 }
 
 /// Which sessions to end.
