@@ -73,6 +73,8 @@ begin
     -- A signing key is revoked with it: it neither signs nor verifies.
     update auth.signing_key_material as m set state = 'revoked', state_changed_at = pg_catalog.now()
     where m.kid operator(pg_catalog.=) retire_key.kid;
+    insert into auth.audit_events (event, details)
+    values ('key_revoked', pg_catalog.jsonb_build_object('kid', retire_key.kid, 'by', session_user));
     return true;
 end
 $$;
@@ -172,3 +174,7 @@ grant execute on function auth.create_session(text, jsonb, text, inet, text, jso
 grant execute on function auth.update_session_aal(text, jsonb, uuid) to session_auth_admin, session_auth_issuer;
 revoke execute on function auth.purge_sessions(interval) from public;
 grant execute on function auth.purge_sessions(interval) to session_auth_admin;
+
+-- The audit trail: users read their own through auth.my_activity(); purging is for admins.
+revoke execute on function auth.purge_audit_events() from public;
+grant execute on function auth.purge_audit_events() to session_auth_admin;

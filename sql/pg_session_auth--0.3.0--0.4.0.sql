@@ -63,6 +63,27 @@ revoke all on table auth.sessions from public;
 grant select on table auth.sessions to session_auth_admin;
 select pg_catalog.pg_extension_config_dump('auth.sessions', '');
 
+-- The audit trail: every committed session and key event (never token material or secrets).
+-- Admins read it; users read their own through auth.my_activity(); auth.purge_audit_events()
+-- deletes what is older than pg_session_auth.audit_retention.
+create table auth.audit_events (
+    id bigint generated always as identity primary key,
+    at timestamptz not null default pg_catalog.clock_timestamp(),
+    event text not null,
+    user_id text,
+    issuer text not null default '',
+    session_id uuid,
+    ip inet,
+    user_agent text,
+    details jsonb not null default '{}'
+);
+comment on table auth.audit_events is 'Audit trail of pg_session_auth: sign-ins, refreshes, reuse, step-ups, sign-outs, revocations, expiries and key changes. Never token material.';
+create index audit_events_user_id on auth.audit_events (user_id, at);
+create index audit_events_at on auth.audit_events (at);
+revoke all on table auth.audit_events from public;
+grant select on table auth.audit_events to session_auth_admin;
+select pg_catalog.pg_extension_config_dump('auth.audit_events', '');
+
 create or replace function auth.retire_key(kid text) returns boolean
     language plpgsql volatile security definer
     set search_path = pg_catalog, pg_temp
@@ -79,6 +100,8 @@ begin
     -- A signing key is revoked with it: it neither signs nor verifies.
     update auth.signing_key_material as m set state = 'revoked', state_changed_at = pg_catalog.now()
     where m.kid operator(pg_catalog.=) retire_key.kid;
+    insert into auth.audit_events (event, details)
+    values ('key_revoked', pg_catalog.jsonb_build_object('kid', retire_key.kid, 'by', session_user));
     return true;
 end
 $$;
@@ -170,6 +193,29 @@ CREATE FUNCTION auth."list_sessions"(
 STABLE PARALLEL RESTRICTED 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'list_user_sessions_wrapper';
+
+
+-- pg_session_auth::api::audit::my_activity
+CREATE FUNCTION auth."my_activity"(
+	"max_events" INT DEFAULT 50 /* Option < i32 > */
+) RETURNS TABLE (
+	"at" timestamp with time zone,  /* TimestampWithTimeZone */
+	"event" TEXT,  /* String */
+	"session_id" uuid,  /* Option < Uuid > */
+	"ip" inet,  /* Option < Inet > */
+	"user_agent" TEXT,  /* Option < String > */
+	"details" jsonb  /* JsonB */
+)
+STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'my_activity_wrapper';
+
+
+-- pg_session_auth::api::audit::purge_audit_events
+CREATE FUNCTION auth."purge_audit_events"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'purge_audit_events_wrapper';
 
 
 -- pg_session_auth::api::sessions::purge_sessions
@@ -288,3 +334,7 @@ grant execute on function auth.create_session(text, jsonb, text, inet, text, jso
 grant execute on function auth.update_session_aal(text, jsonb, uuid) to session_auth_admin, session_auth_issuer;
 revoke execute on function auth.purge_sessions(interval) from public;
 grant execute on function auth.purge_sessions(interval) to session_auth_admin;
+
+-- The audit trail: users read their own through auth.my_activity(); purging is for admins.
+revoke execute on function auth.purge_audit_events() from public;
+grant execute on function auth.purge_audit_events() to session_auth_admin;

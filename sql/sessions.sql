@@ -49,3 +49,24 @@ create index sessions_user_id on auth.sessions (user_id);
 revoke all on table auth.sessions from public;
 grant select on table auth.sessions to session_auth_admin;
 select pg_catalog.pg_extension_config_dump('auth.sessions', '');
+
+-- The audit trail: every committed session and key event (never token material or secrets).
+-- Admins read it; users read their own through auth.my_activity(); auth.purge_audit_events()
+-- deletes what is older than pg_session_auth.audit_retention.
+create table auth.audit_events (
+    id bigint generated always as identity primary key,
+    at timestamptz not null default pg_catalog.clock_timestamp(),
+    event text not null,
+    user_id text,
+    issuer text not null default '',
+    session_id uuid,
+    ip inet,
+    user_agent text,
+    details jsonb not null default '{}'
+);
+comment on table auth.audit_events is 'Audit trail of pg_session_auth: sign-ins, refreshes, reuse, step-ups, sign-outs, revocations, expiries and key changes. Never token material.';
+create index audit_events_user_id on auth.audit_events (user_id, at);
+create index audit_events_at on auth.audit_events (at);
+revoke all on table auth.audit_events from public;
+grant select on table auth.audit_events to session_auth_admin;
+select pg_catalog.pg_extension_config_dump('auth.audit_events', '');

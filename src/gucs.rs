@@ -36,6 +36,8 @@ pub static SESSION_TIMEBOX: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static SESSION_INACTIVITY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Milliseconds during which a superseded refresh token still obtains the current one.
 pub static REFRESH_REUSE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// Seconds the audit trail keeps an event before `auth.purge_audit_events()` deletes it.
+pub static AUDIT_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(90 * 24 * 3600);
 /// The cookie `auth.refresh_session_cookie()` reads and sets.
 pub static REFRESH_COOKIE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"refresh_token"));
@@ -231,6 +233,12 @@ fn register_session_settings() {
         GucContext::Suset,
         TRUST_FLAGS | GucFlags::UNIT_MS,
     );
+    seconds(
+        c"pg_session_auth.audit_retention",
+        c"How long auth.audit_events keeps an event before auth.purge_audit_events() deletes it.",
+        &AUDIT_RETENTION,
+        i32::MAX,
+    );
     GucRegistry::define_string_guc(
         c"pg_session_auth.refresh_cookie",
         c"Name of the cookie auth.refresh_session_cookie() reads and sets.",
@@ -266,6 +274,10 @@ pub fn session_limits() -> SessionLimits {
         inactivity_timeout: optional(SESSION_INACTIVITY_TIMEOUT.get()),
         reuse_interval: i64::from(REFRESH_REUSE_INTERVAL.get()) * 1_000,
     }
+}
+
+pub fn audit_retention_seconds() -> f64 {
+    f64::from(AUDIT_RETENTION.get())
 }
 
 pub fn refresh_cookie() -> String {

@@ -14,6 +14,7 @@
 use pgrx::prelude::*;
 
 mod api;
+mod audit;
 mod cache;
 mod errors;
 mod gucs;

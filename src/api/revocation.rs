@@ -193,7 +193,11 @@ fn revoke_session(session_id: Option<Uuid>, reason: default!(Option<&str>, "NULL
         identity::session_id(claims) == Some(session)
     });
     let newly = insert_session(session, reason);
-    sessions::end_sessions(Ending::Session(session), "revoked");
+    sessions::end_sessions(
+        Ending::Session(session),
+        "revoked",
+        serde_json::json!({ "revocation_reason": reason }),
+    );
     newly
 }
 
@@ -217,6 +221,7 @@ pub fn revoke_user_at_issuer(
                 issuer,
             },
             "revoked",
+            serde_json::json!({ "revocation_reason": reason }),
         );
         return;
     }
@@ -238,6 +243,7 @@ pub fn revoke_user_at_issuer(
             issuer: Some(issuer_of(&own)),
         },
         "revoked",
+        serde_json::json!({ "revocation_reason": reason }),
     );
 }
 
@@ -348,7 +354,7 @@ fn sign_out(scope: default!(Option<&str>, "'local'")) {
         _ => None,
     };
     if let Some(ending) = ending {
-        sessions::end_sessions(ending, "signed out");
+        sessions::end_sessions(ending, "signed out", serde_json::json!({ "scope": scope }));
     }
     cookie::clear_if_requested_over_http();
 }

@@ -298,7 +298,7 @@ fn end_session(session_id: Option<Uuid>) -> bool {
         });
     }
     crate::revocation::note_revocation_written();
-    !sessions::end_sessions(Ending::Session(session), "ended").is_empty()
+    !sessions::end_sessions(Ending::Session(session), "ended", serde_json::json!({})).is_empty()
 }
 
 /// `auth.purge_sessions(older_than)`: deletes sessions that ended or expired more than

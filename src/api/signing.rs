@@ -7,6 +7,9 @@ use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 
 use super::keys::algorithm;
+use serde_json::json;
+
+use crate::audit;
 use crate::errors::{invalid_argument, raise, required, Failure};
 use crate::jsonb::JsonbArgument;
 use crate::pg::clock;
@@ -25,7 +28,12 @@ pub fn interval_micros(interval: &Interval) -> i64 {
 fn generate_key(alg: default!(Option<&str>, "'ES256'")) -> String {
     let alg = algorithm(required(alg, "alg"));
     let key = SigningKey::generate(alg).unwrap_or_else(|error| raise(Failure::UnusableKey(error)));
-    signing_keys::store(None, &key).0
+    let (kid, state) = signing_keys::store(None, &key);
+    audit::record(
+        audit::event::KEY_GENERATED,
+        json!({ "kid": kid, "alg": alg.name(), "state": state }),
+    );
+    kid
 }
 
 /// `auth.import_signing_key(private_key, alg, kid)`: an existing private key (PEM or private
@@ -39,13 +47,20 @@ fn import_signing_key(
     let alg = algorithm(required(alg, "alg"));
     let key = SigningKey::import(alg, required(private_key, "private_key"))
         .unwrap_or_else(|error| raise(Failure::UnusableKey(error)));
-    signing_keys::store(kid, &key).0
+    let (kid, state) = signing_keys::store(kid, &key);
+    audit::record(
+        audit::event::KEY_IMPORTED,
+        json!({ "kid": kid, "alg": alg.name(), "state": state }),
+    );
+    kid
 }
 
 /// `auth.rotate_signing_key()`: puts the newest standby key in use; returns its kid.
 #[pg_extern(volatile, parallel_unsafe)]
 fn rotate_signing_key() -> String {
-    signing_keys::rotate()
+    let kid = signing_keys::rotate();
+    audit::record(audit::event::KEY_ROTATED, json!({ "kid": kid }));
+    kid
 }
 
 /// `auth.signing_keys()`: every signing key with its state; never material.

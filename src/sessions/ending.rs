@@ -110,6 +110,11 @@ pub extern "C-unwind" fn pg_session_auth_end_session(argument: pg_sys::Datum) {
     let revocation_reason = reason.clone();
     bgworker::in_database(database, move || {
         crate::api::revocation::revoke_session_id(id, &revocation_reason);
+        crate::audit::record_for_session(
+            crate::audit::event::REFRESH_TOKEN_REUSED,
+            id,
+            serde_json::json!({ "cause": "theft", "session_ended": true }),
+        );
     });
     bgworker::in_transaction(move || {
         if let Some((_, owner)) = owner_spi::relation_and_owner(SESSIONS_TABLE) {

@@ -19,6 +19,7 @@ use pg_session_auth_core::MAX_ID_BYTES;
 use pgrx::{pg_sys, IntoDatum};
 use serde_json::{json, Map, Value};
 
+use crate::audit;
 use crate::errors::{invalid_argument, raise, Failure};
 use crate::gucs;
 use crate::pg::owner_spi::{self, text_arg, uuid_arg, Arg};
@@ -211,6 +212,11 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
     .into_iter()
     .flatten()
     .min();
+    audit::record_for_session(
+        audit::event::SESSION_CREATED,
+        session,
+        json!({ "aal": sign_in.aal, "amr": amr, "tag": sign_in.tag }),
+    );
     let session_text = uuid_text(&session);
     let claims = SessionClaims {
         user_id: &user_id,
@@ -376,6 +382,19 @@ pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> Toke
                 |row| row.get::<i64>(0),
             );
             let counter = counter_of(counters, refusal::INVALID);
+            if rotate {
+                audit::record_for_session(
+                    audit::event::SESSION_REFRESHED,
+                    presented.session,
+                    json!({}),
+                );
+            } else {
+                audit::record_for_session(
+                    audit::event::REFRESH_TOKEN_REUSED,
+                    presented.session,
+                    json!({ "cause": "within_interval" }),
+                );
+            }
             let session_text = uuid_text(&presented.session);
             let claims = SessionClaims {
                 user_id: &session.user_id,
@@ -427,6 +446,11 @@ pub fn step_up(session: [u8; 16], aal: &str, amr: Option<Value>) -> TokenRespons
         |row| row.get::<i64>(0),
     );
     let counter = counter_of(counters, refusal::ENDED);
+    audit::record_for_session(
+        audit::event::SESSION_STEPPED_UP,
+        session,
+        json!({ "aal": aal }),
+    );
     let session_text = uuid_text(&session);
     let claims = SessionClaims {
         user_id: &locked.user_id,
@@ -452,7 +476,7 @@ pub enum Ending<'a> {
 /// Ends the matching sessions that have not ended, and revokes each one's access tokens by
 /// session id (whatever their `iat`); returns the sessions it ended. A database without
 /// the sessions table (not yet updated) has none.
-pub fn end_sessions(ending: Ending<'_>, reason: &str) -> Vec<[u8; 16]> {
+pub fn end_sessions(ending: Ending<'_>, reason: &str, details: Value) -> Vec<[u8; 16]> {
     let Some((_, owner)) = owner_spi::relation_and_owner(SESSIONS_TABLE) else {
         return Vec::new();
     };
@@ -477,8 +501,18 @@ pub fn end_sessions(ending: Ending<'_>, reason: &str) -> Vec<[u8; 16]> {
         |row| row.get::<pgrx::Uuid>(0).map(|id| *id.as_bytes()),
     );
     let ended: Vec<[u8; 16]> = ended.into_iter().flatten().collect();
+    let event = match reason {
+        "signed out" => audit::event::SIGNED_OUT,
+        "revoked" => audit::event::SESSION_REVOKED,
+        _ => audit::event::SESSION_ENDED,
+    };
     for session in &ended {
         crate::api::revocation::revoke_session_id(*session, reason);
+        let mut details = details.clone();
+        if let Value::Object(details) = &mut details {
+            details.insert("reason".into(), json!(reason));
+        }
+        audit::record_for_session(event, *session, details);
     }
     ended
 }
@@ -549,6 +583,10 @@ pub fn purge(older_than_seconds: f64) -> i64 {
             (
                 pg_sys::FLOAT8OID,
                 seconds(limits.inactivity_timeout).into_datum(),
+            ),
+            (
+                pg_sys::OIDOID,
+                crate::pg::roles::current_user().into_datum(),
             ),
         ],
         |row| row.get::<i64>(0),
