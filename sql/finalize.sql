@@ -57,27 +57,6 @@ create trigger revoked_tokens_filter
     for each row execute function auth.note_revocation('token');
 alter table auth.revoked_tokens enable always trigger revoked_tokens_filter;
 
-create function auth.retire_key(kid text) returns boolean
-    language plpgsql volatile security definer
-    set search_path = pg_catalog, pg_temp
-as $$
-begin
-    if kid is null then
-        raise sqlstate '22004' using message = 'kid must not be NULL';
-    end if;
-    update auth.keys as k set retired_at = pg_catalog.now()
-    where k.kid operator(pg_catalog.=) retire_key.kid and k.retired_at is null;
-    if not found then
-        return false;
-    end if;
-    -- A signing key is revoked with it: it neither signs nor verifies.
-    update auth.signing_key_material as m set state = 'revoked', state_changed_at = pg_catalog.now()
-    where m.kid operator(pg_catalog.=) retire_key.kid;
-    insert into auth.audit_events (event, details)
-    values ('key_revoked', pg_catalog.jsonb_build_object('kid', retire_key.kid, 'by', session_user));
-    return true;
-end
-$$;
 comment on function auth.retire_key(text) is 'Retires a key: tokens signed with it are rejected from then on; a signing key is revoked. False when no active key has that kid.';
 
 create function auth.jwks() returns jsonb

@@ -83,29 +83,11 @@ create index audit_events_at on auth.audit_events (at);
 revoke all on table auth.audit_events from public;
 grant select on table auth.audit_events to session_auth_admin;
 select pg_catalog.pg_extension_config_dump('auth.audit_events', '');
+-- Its id sequence too: a restore must not hand out the ids of restored events again.
+select pg_catalog.pg_extension_config_dump('auth.audit_events_id_seq', '');
 
-create or replace function auth.retire_key(kid text) returns boolean
-    language plpgsql volatile security definer
-    set search_path = pg_catalog, pg_temp
-as $$
-begin
-    if kid is null then
-        raise sqlstate '22004' using message = 'kid must not be NULL';
-    end if;
-    update auth.keys as k set retired_at = pg_catalog.now()
-    where k.kid operator(pg_catalog.=) retire_key.kid and k.retired_at is null;
-    if not found then
-        return false;
-    end if;
-    -- A signing key is revoked with it: it neither signs nor verifies.
-    update auth.signing_key_material as m set state = 'revoked', state_changed_at = pg_catalog.now()
-    where m.kid operator(pg_catalog.=) retire_key.kid;
-    insert into auth.audit_events (event, details)
-    values ('key_revoked', pg_catalog.jsonb_build_object('kid', retire_key.kid, 'by', session_user));
-    return true;
-end
-$$;
-comment on function auth.retire_key(text) is 'Retires a key: tokens signed with it are rejected from then on; a signing key is revoked. False when no active key has that kid.';
+-- auth.retire_key runs as its caller now (so the audit trail names them), in C.
+drop function auth.retire_key(text);
 
 -- pg_session_auth::api::sessions::create_session
 CREATE FUNCTION auth."create_session"(
@@ -259,6 +241,15 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'refresh_session_cookie_wrapper';
 
 
+-- pg_session_auth::api::keys::retire_key
+CREATE FUNCTION auth."retire_key"(
+	"kid" TEXT /* Option < & str > */
+) RETURNS bool /* bool */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'retire_key_wrapper';
+
+
 -- pg_session_auth::api::signing::rotate_signing_key
 CREATE FUNCTION auth."rotate_signing_key"() RETURNS TEXT /* String */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -304,6 +295,10 @@ CREATE FUNCTION auth."update_session_aal"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'update_session_aal_wrapper';
+
+revoke execute on function auth.retire_key(text) from public;
+grant execute on function auth.retire_key(text) to session_auth_admin;
+comment on function auth.retire_key(text) is 'Retires a key: tokens signed with it are rejected from then on; a signing key is revoked. False when no active key has that kid.';
 
 -- The key in use is cached per backend (src/signing_keys.rs): changes reach every backend.
 create trigger signing_key_material_invalidate_cache

@@ -70,3 +70,5 @@ create index audit_events_at on auth.audit_events (at);
 revoke all on table auth.audit_events from public;
 grant select on table auth.audit_events to session_auth_admin;
 select pg_catalog.pg_extension_config_dump('auth.audit_events', '');
+-- Its id sequence too: a restore must not hand out the ids of restored events again.
+select pg_catalog.pg_extension_config_dump('auth.audit_events_id_seq', '');

@@ -29,6 +29,7 @@ pub mod event {
     pub const KEY_GENERATED: &str = "key_generated";
     pub const KEY_IMPORTED: &str = "key_imported";
     pub const KEY_ROTATED: &str = "key_rotated";
+    pub const KEY_REVOKED: &str = "key_revoked";
 }
 
 /// Records `event` about no session (a key change), with `details` and `by`, the role acting.
@@ -49,13 +50,40 @@ pub fn record(event: &'static str, details: Value) {
     );
 }
 
+/// What the caller of an event presented: their address and user agent (`None`: the
+/// session's last ones) and role (`None`: the current user).
+pub struct Presented<'a> {
+    pub ip: Option<&'a pgrx::Inet>,
+    pub user_agent: Option<&'a str>,
+    pub by: Option<pg_sys::Oid>,
+}
+
 /// Records `event` about `session`, taking its user, issuer and last address from its row;
 /// `details` gain `by`, the role acting.
 pub fn record_for_session(event: &'static str, session: [u8; 16], details: Value) {
+    record_presented(
+        event,
+        session,
+        Presented {
+            ip: None,
+            user_agent: None,
+            by: None,
+        },
+        details,
+    );
+}
+
+/// [`record_for_session`] with what the caller presented (a theft, recorded by a worker).
+pub fn record_presented(
+    event: &'static str,
+    session: [u8; 16],
+    presented: Presented<'_>,
+    details: Value,
+) {
     let Some((_, owner)) = owner_spi::relation_and_owner(AUDIT_TABLE) else {
         return;
     };
-    let by = crate::pg::roles::current_user();
+    let by = presented.by.unwrap_or_else(crate::pg::roles::current_user);
     owner_spi::execute(
         owner,
         include_str!("queries/audit_record_for_session.sql"),
@@ -64,6 +92,8 @@ pub fn record_for_session(event: &'static str, session: [u8; 16], details: Value
             uuid_arg(Some(session)),
             text_arg(&details.to_string()),
             (pg_sys::OIDOID, by.into_datum()),
+            (pg_sys::INETOID, presented.ip.cloned().into_datum()),
+            (pg_sys::TEXTOID, presented.user_agent.into_datum()),
         ],
     );
 }

@@ -132,8 +132,8 @@ pub fn store(kid: Option<&str>, key: &SigningKey) -> (String, String) {
     (kid, state)
 }
 
-/// Puts the newest standby key in use; returns its kid.
-pub fn rotate() -> String {
+/// Puts the newest standby key in use; returns its kid and algorithm.
+pub fn rotate() -> (String, String) {
     let (_, owner) = material_owner();
     owner_spi::execute(owner, include_str!("queries/signing_key_lock.sql"), &[]);
     let (_, standby) = owner_spi::modify(
@@ -149,7 +149,7 @@ pub fn rotate() -> String {
         owner,
         include_str!("queries/signing_key_rotate.sql"),
         &[],
-        |row| row.get::<String>(0),
+        |row| Some((row.get::<String>(0)?, row.get::<String>(1)?)),
     );
     kids.into_iter()
         .next()

@@ -8,6 +8,7 @@ use pg_session_auth_core::{
 use pgrx::prelude::*;
 use pgrx::IntoDatum;
 
+use crate::audit;
 use crate::errors::{invalid_argument, raise, required, Failure};
 use crate::jsonb::JsonbArgument;
 use crate::pg::jsonb::object_to_jsonb;
@@ -163,4 +164,49 @@ pub fn import_jwks_for_issuer(
         }
     }
     imported
+}
+
+/// `auth.retire_key(kid)`: retires a key — tokens signed with it are rejected from the next
+/// statement on; a signing key is revoked with it (it neither signs nor verifies). False when
+/// no active key has that kid. Runs as its caller (an admin), so the audit trail names them.
+#[pg_extern(volatile, parallel_unsafe)]
+fn retire_key(kid: Option<&str>) -> bool {
+    let kid = required(kid, "kid");
+    let Some((_, owner)) = owner_spi::relation_and_owner("keys") else {
+        raise(Failure::MissingTables {
+            what: "auth.keys is",
+        });
+    };
+    let (_, retired) = owner_spi::modify(
+        owner,
+        include_str!("../queries/key_retire.sql"),
+        &[text_arg(kid)],
+        |row| row.get::<String>(0),
+    );
+    let Some(Some(alg)) = retired.into_iter().next() else {
+        return false;
+    };
+    let previous_state =
+        owner_spi::relation_and_owner("signing_key_material").and_then(|(_, owner)| {
+            owner_spi::modify(
+                owner,
+                include_str!("../queries/signing_key_revoke.sql"),
+                &[text_arg(kid)],
+                |row| row.get::<String>(0),
+            )
+            .1
+            .into_iter()
+            .next()
+            .flatten()
+        });
+    audit::record(
+        audit::event::KEY_REVOKED,
+        serde_json::json!({
+            "kid": kid,
+            "alg": alg,
+            "state": "revoked",
+            "previous_state": previous_state.unwrap_or_else(|| "verification key".into()),
+        }),
+    );
+    true
 }

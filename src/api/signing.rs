@@ -58,8 +58,11 @@ fn import_signing_key(
 /// `auth.rotate_signing_key()`: puts the newest standby key in use; returns its kid.
 #[pg_extern(volatile, parallel_unsafe)]
 fn rotate_signing_key() -> String {
-    let kid = signing_keys::rotate();
-    audit::record(audit::event::KEY_ROTATED, json!({ "kid": kid }));
+    let (kid, alg) = signing_keys::rotate();
+    audit::record(
+        audit::event::KEY_ROTATED,
+        json!({ "kid": kid, "alg": alg, "state": "in_use" }),
+    );
     kid
 }
 

@@ -45,9 +45,33 @@ fn pause(interval: Duration) {
     pgrx::check_for_interrupts!();
 }
 
-/// Ends `session` (with `reason`) in transactions of its own; true once that is committed.
-pub fn end_independently(session: [u8; 16], reason: &str) -> bool {
-    let extra = format!("{}\n{reason}", super::access_token::uuid_text(&session));
+/// Who presented the stolen token: their address, user agent and role, for the audit trail.
+pub struct Presenter<'a> {
+    pub ip: Option<&'a pgrx::Inet>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// The worker's `extra` (at most 127 bytes): the session, the presenter's role and address,
+/// and as much of their user agent as fits.
+fn extra(session: [u8; 16], presenter: &Presenter<'_>) -> String {
+    let mut extra = format!(
+        "{}\n{}\n{}\n",
+        super::access_token::uuid_text(&session),
+        crate::pg::roles::current_user().to_u32(),
+        presenter.ip.map_or("", |ip| ip.0.as_str()),
+    );
+    for character in presenter.user_agent.unwrap_or_default().chars() {
+        if extra.len() + character.len_utf8() > 127 || character == '\n' {
+            break;
+        }
+        extra.push(character);
+    }
+    extra
+}
+
+/// Ends `session` on theft in transactions of its own; true once that is committed.
+pub fn end_independently(session: [u8; 16], presenter: &Presenter<'_>) -> bool {
+    let extra = extra(session, presenter);
     let database = locks::my_database();
     let started_by = Instant::now() + START_WITHIN;
     let started = loop {
@@ -102,17 +126,33 @@ pub extern "C-unwind" fn pg_session_auth_end_session(argument: pg_sys::Datum) {
     bgworker::die_on_sigterm();
     bgworker::override_settings(&[(c"lock_timeout", c"0"), (c"statement_timeout", c"0")]);
     let database = bgworker::database_of(argument);
-    let (id, reason) = bgworker::extra().split_once('\n').unwrap_or_default();
-    let Some(id) = parse_uuid(id) else {
+    let mut fields = bgworker::extra().splitn(4, '\n');
+    let Some(id) = fields.next().and_then(parse_uuid) else {
         return;
     };
-    let reason = reason.to_owned();
-    let revocation_reason = reason.clone();
+    let by = fields
+        .next()
+        .and_then(|oid| oid.parse::<u32>().ok())
+        .map(pg_sys::Oid::from);
+    let ip = fields
+        .next()
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| pgrx::Inet(ip.to_owned()));
+    let user_agent = fields
+        .next()
+        .filter(|agent| !agent.is_empty())
+        .map(str::to_owned);
+    let reason = super::refusal::REUSED;
     bgworker::in_database(database, move || {
-        crate::api::revocation::revoke_session_id(id, &revocation_reason);
-        crate::audit::record_for_session(
+        crate::api::revocation::revoke_session_id(id, reason);
+        crate::audit::record_presented(
             crate::audit::event::REFRESH_TOKEN_REUSED,
             id,
+            crate::audit::Presented {
+                ip: ip.as_ref(),
+                user_agent: user_agent.as_deref(),
+                by,
+            },
             serde_json::json!({ "cause": "theft", "session_ended": true }),
         );
     });
@@ -121,7 +161,7 @@ pub extern "C-unwind" fn pg_session_auth_end_session(argument: pg_sys::Datum) {
             owner_spi::execute(
                 owner,
                 include_str!("../queries/session_mark_ended.sql"),
-                &[uuid_arg(Some(id)), text_arg(&reason)],
+                &[uuid_arg(Some(id)), text_arg(reason)],
             );
         }
     });

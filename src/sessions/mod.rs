@@ -416,7 +416,11 @@ pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> Toke
     match outcome {
         Outcome::Refreshed(response) => *response,
         Outcome::Theft(session) => {
-            ending::end_independently(session, refusal::REUSED);
+            let presenter = ending::Presenter {
+                ip: ip.as_ref(),
+                user_agent: user_agent(agent),
+            };
+            ending::end_independently(session, &presenter);
             refuse(refusal::REUSED)
         }
     }
