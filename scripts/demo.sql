@@ -101,3 +101,33 @@ reset role;
 \echo '\n== 7. Retiring the key rejects its tokens from the next statement on'
 select auth.retire_key('demo-key');
 select pg_temp.try_verify(:'alice_token') as after_retire;
+
+\echo '\n== 8. Sessions: the database signs in, rotates refresh tokens and catches a stolen one'
+-- A signing key generated inside PostgreSQL (ES256 from the OS CSPRNG); its private half is
+-- readable by the extension's owner only.
+select auth.generate_key() as signing_kid \gset
+select kid, alg, state from auth.signing_keys();
+-- Sign-in (what an app's sign-in code, granted session_auth_issuer, calls once it has
+-- checked the password): GoTrue's token response.
+select access_token as session_token, refresh_token as refresh_0, session_id, token_type, expires_in
+from auth.create_session('11111111-1111-4111-8111-111111111111',
+                         '{"email": "alice@example.com"}', 'demo-browser/1.0', '192.0.2.10') \gset
+\echo 'the access token works for RLS like any other:'
+begin;
+select auth.authenticate(:'session_token') ->> 'session_id' = :'session_id' as bound_to_the_session;
+select count(*) as alices_notes from notes;
+commit;
+\echo 'each refresh returns a new refresh token; the old one is superseded:'
+select refresh_token as refresh_1 from auth.refresh_session(:'refresh_0') \gset
+select refresh_token as refresh_2 from auth.refresh_session(:'refresh_1') \gset
+select :'refresh_1' <> :'refresh_0' as rotated, :'refresh_2' <> :'refresh_1' as rotated_again;
+\echo 'a token superseded more than pg_session_auth.refresh_reuse_interval ago is theft:'
+set pg_session_auth.refresh_reuse_interval = 0;
+begin;
+select pg_temp.try(format('select auth.refresh_session(%L)', :'refresh_0')) as stolen_token;
+rollback;
+\echo '... and the whole session ended although that transaction rolled back:'
+select pg_temp.try(format('select auth.refresh_session(%L)', :'refresh_2')) as current_token,
+       pg_temp.try_verify(:'session_token') as access_token;
+select event, details ->> 'cause' as cause from auth.audit_events
+where session_id = :'session_id' order by id;
