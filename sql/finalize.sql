@@ -157,3 +157,69 @@ grant execute on function auth.purge_sessions(interval) to session_auth_admin;
 -- The audit trail: users read their own through auth.my_activity(); purging is for admins.
 revoke execute on function auth.purge_audit_events() from public;
 grant execute on function auth.purge_audit_events() to session_auth_admin;
+
+-- Unusual activity: statistics and recent rejections are for admins.
+revoke execute on function auth.stats() from public;
+revoke execute on function auth.reset_stats() from public;
+revoke execute on function auth.recent_rejections() from public;
+grant execute on function auth.stats() to session_auth_admin;
+grant execute on function auth.reset_stats() to session_auth_admin;
+grant execute on function auth.recent_rejections() to session_auth_admin;
+
+-- Every backend re-reads the rules when auth.activity_rules changes (src/activity/rules.rs).
+create trigger activity_rules_invalidate_cache
+    after insert or update or delete or truncate on auth.activity_rules
+    for each statement execute function auth.invalidate_cached_state();
+alter table auth.activity_rules enable always trigger activity_rules_invalidate_cache;
+create trigger activity_rules_invalidate_cache_replica
+    after insert or update or delete on auth.activity_rules
+    for each row execute function auth.invalidate_cached_state();
+alter table auth.activity_rules enable replica trigger activity_rules_invalidate_cache_replica;
+
+-- A custom rule's function takes the event and says whether the rule fires; it runs with
+-- the rights of the role that wrote the row (a superuser, e.g. restoring a dump, may name
+-- another), which must be allowed to execute it. Inserting a built-in rule that exists (a
+-- restore does) sets its action and thresholds instead.
+create function auth.activity_rule_written() returns trigger
+    language plpgsql
+    set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if tg_op operator(pg_catalog.=) 'INSERT' and new.function is null and exists (
+        select from auth.activity_rules as r
+        where r.rule operator(pg_catalog.=) new.rule and r.function is null) then
+        update auth.activity_rules as r
+        set action = new.action, enabled = new.enabled, threshold = new.threshold,
+            period = new.period, ipv4_prefix = new.ipv4_prefix, ipv6_prefix = new.ipv6_prefix,
+            description = new.description
+        where r.rule operator(pg_catalog.=) new.rule;
+        return null;
+    end if;
+    if new.function is not null then
+        if not exists (
+            select from pg_catalog.pg_proc as p
+            where p.oid operator(pg_catalog.=) new.function::pg_catalog.oid
+              and p.prokind operator(pg_catalog.=) 'f' and not p.proretset
+              and p.pronargs operator(pg_catalog.=) 1
+              and p.proargtypes[0] operator(pg_catalog.=) 'pg_catalog.jsonb'::pg_catalog.regtype
+              and p.prorettype operator(pg_catalog.=) 'pg_catalog.bool'::pg_catalog.regtype) then
+            raise exception 'the function of an activity rule takes (event jsonb) and returns boolean'
+                using errcode = '22023';
+        end if;
+    end if;
+    if new.run_as is null or not exists (
+        select from pg_catalog.pg_roles as r
+        where r.rolname operator(pg_catalog.=) current_user and r.rolsuper) then
+        new.run_as := current_user::pg_catalog.regrole;
+    end if;
+    if new.function is not null and not pg_catalog.has_function_privilege(
+        new.run_as::pg_catalog.oid, new.function::pg_catalog.oid, 'execute') then
+        raise exception 'permission denied to run % for an activity rule', new.function
+            using errcode = '42501';
+    end if;
+    return new;
+end
+$$;
+create trigger activity_rules_run_as
+    before insert or update on auth.activity_rules
+    for each row execute function auth.activity_rule_written();

@@ -30,6 +30,26 @@ pub mod event {
     pub const KEY_IMPORTED: &str = "key_imported";
     pub const KEY_ROTATED: &str = "key_rotated";
     pub const KEY_REVOKED: &str = "key_revoked";
+    /// A detection rule fired (`activity/`).
+    pub const ACTIVITY_DETECTED: &str = "activity_detected";
+
+    /// The event of that name (for one handed to a worker as text); unknown names are
+    /// recorded as `session_ended`.
+    pub fn named(name: &str) -> &'static str {
+        [
+            SESSION_CREATED,
+            SESSION_REFRESHED,
+            REFRESH_TOKEN_REUSED,
+            SESSION_STEPPED_UP,
+            SIGNED_OUT,
+            SESSION_REVOKED,
+            SESSION_ENDED,
+            ACTIVITY_DETECTED,
+        ]
+        .into_iter()
+        .find(|event| *event == name)
+        .unwrap_or(SESSION_ENDED)
+    }
 }
 
 /// Records `event` about no session (a key change), with `details` and `by`, the role acting.
@@ -45,6 +65,35 @@ pub fn record(event: &'static str, details: Value) {
         &[
             text_arg(event),
             text_arg(&details.to_string()),
+            (pg_sys::OIDOID, by.into_datum()),
+        ],
+    );
+}
+
+/// Records a complete event row (`activity::actions::events`): its `event`, `user_id`,
+/// `issuer`, `session_id`, `ip`, `user_agent` and `details`; `by` is the role acting (`None`:
+/// the current user).
+pub fn record_row(row: &Value, by: Option<pg_sys::Oid>) {
+    let Some((_, owner)) = owner_spi::relation_and_owner(AUDIT_TABLE) else {
+        return;
+    };
+    let text = |name: &str| (pg_sys::TEXTOID, row[name].as_str().into_datum());
+    let session = row["session_id"]
+        .as_str()
+        .and_then(pg_session_auth_core::identity::parse_uuid);
+    let ip = row["ip"].as_str().map(|ip| pgrx::Inet(ip.to_owned()));
+    let by = by.unwrap_or_else(crate::pg::roles::current_user);
+    owner_spi::execute(
+        owner,
+        include_str!("queries/audit_record_row.sql"),
+        &[
+            text("event"),
+            text("user_id"),
+            text("issuer"),
+            uuid_arg(session),
+            (pg_sys::INETOID, ip.into_datum()),
+            text("user_agent"),
+            text_arg(&row["details"].to_string()),
             (pg_sys::OIDOID, by.into_datum()),
         ],
     );

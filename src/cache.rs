@@ -18,6 +18,7 @@ use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
 
+use crate::activity::stats::{self, Stat};
 use crate::pg::invalidation as pg_invalidation;
 
 /// What a cache is derived from: one generation counter each.
@@ -29,12 +30,20 @@ pub enum Source {
     Revocations = 1,
     /// `auth.signing_key_material` (and `auth.keys`, where a signing key is retired).
     SigningKeys = 2,
+    /// `auth.activity_rules`.
+    ActivityRules = 3,
 }
 
-const SOURCES: [Source; 3] = [Source::Keyring, Source::Revocations, Source::SigningKeys];
+const SOURCES: [Source; 4] = [
+    Source::Keyring,
+    Source::Revocations,
+    Source::SigningKeys,
+    Source::ActivityRules,
+];
 
 thread_local! {
-    static GENERATIONS: [Cell<u64>; 3] = const { [Cell::new(0), Cell::new(0), Cell::new(0)] };
+    static GENERATIONS: [Cell<u64>; 4] =
+        const { [Cell::new(0), Cell::new(0), Cell::new(0), Cell::new(0)] };
     static WATCHED: RefCell<Vec<(pg_sys::Oid, Source)>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -67,11 +76,17 @@ impl<T> GenerationCache<T> {
         let current = current_generation(self.source);
         let kept = self.kept.borrow_mut().take();
         let mut generation = match kept {
-            Some(generation) if generation.number == current => generation,
-            _ => Generation {
-                number: current,
-                value: load(),
-            },
+            Some(generation) if generation.number == current => {
+                stats::count(Stat::CacheHit(self.source));
+                generation
+            }
+            _ => {
+                stats::count(Stat::CacheMiss(self.source));
+                Generation {
+                    number: current,
+                    value: load(),
+                }
+            }
         };
         let result = use_value(&mut generation.value);
         *self.kept.borrow_mut() = Some(generation);

@@ -45,6 +45,31 @@ pub static REFRESH_COOKIE: GucSetting<Option<CString>> =
 pub static REFRESH_COOKIE_PATH: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"/"));
 
+/// Whether verifications, rejections, cache use, sessions and rule firings are counted, the
+/// recent rejections kept, and the failure rules counted (`activity/`).
+pub static TRACK_ACTIVITY: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// Whether each rejection is written to the server log (reason, kid, sub; never the token).
+pub static LOG_REJECTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// Where the address of a sign-in or refresh comes from (`activity/client_ip.rs`).
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ClientIpSource {
+    /// The `ip` argument of the call.
+    #[name = c"argument"]
+    Argument,
+    /// The address of the connection (`inet_client_addr()`).
+    #[name = c"connection"]
+    Connection,
+    /// A header of PostgREST's `request.headers`, set by a trusted proxy.
+    #[name = c"header"]
+    Header,
+}
+
+pub static CLIENT_IP_SOURCE: GucSetting<ClientIpSource> =
+    GucSetting::<ClientIpSource>::new(ClientIpSource::Argument);
+pub static CLIENT_IP_HEADER: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"x-forwarded-for"));
+
 /// Where the claim functions take their claims from.
 #[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ClaimsSource {
@@ -149,6 +174,7 @@ pub fn register() {
         TRUST_FLAGS,
     );
     register_session_settings();
+    register_activity_settings();
     // A server-start setting can only be defined while the postmaster loads the library.
     if settings::loading_shared_preload_libraries() {
         define_revocation_filter_size();
@@ -255,6 +281,57 @@ fn register_session_settings() {
         GucContext::Suset,
         TRUST_FLAGS,
     );
+}
+
+fn register_activity_settings() {
+    GucRegistry::define_bool_guc(
+        c"pg_session_auth.track_activity",
+        c"Counts verifications, rejections, sessions and rule firings (auth.stats()), keeps the recent rejections and counts the failure rules.",
+        c"",
+        &TRACK_ACTIVITY,
+        GucContext::Suset,
+        TRUST_FLAGS,
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_session_auth.log_rejections",
+        c"Writes each rejected token or refresh to the server log: reason, kid and subject, never the token.",
+        c"",
+        &LOG_REJECTIONS,
+        GucContext::Suset,
+        TRUST_FLAGS,
+    );
+    GucRegistry::define_enum_guc(
+        c"pg_session_auth.client_ip_source",
+        c"Where the address of a sign-in or refresh comes from: the ip argument, the connection, or a request header set by a trusted proxy.",
+        c"",
+        &CLIENT_IP_SOURCE,
+        GucContext::Suset,
+        TRUST_FLAGS,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_session_auth.client_ip_header",
+        c"The request header (PostgREST's request.headers) that holds the client's address when client_ip_source is header; of a list, the last entry.",
+        c"",
+        &CLIENT_IP_HEADER,
+        GucContext::Suset,
+        TRUST_FLAGS,
+    );
+}
+
+pub fn track_activity() -> bool {
+    TRACK_ACTIVITY.get()
+}
+
+pub fn log_rejections() -> bool {
+    LOG_REJECTIONS.get()
+}
+
+pub fn client_ip_source() -> ClientIpSource {
+    CLIENT_IP_SOURCE.get()
+}
+
+pub fn client_ip_header() -> String {
+    non_empty(&CLIENT_IP_HEADER).unwrap_or_else(|| "x-forwarded-for".to_owned())
 }
 
 /// Session lifetimes, in microseconds (`None`: no limit).

@@ -38,6 +38,13 @@ fn reject(rejection: Rejection) -> ! {
     errors::raise(rejection)
 }
 
+/// Records why the current identity is refused now (`activity/rejections.rs`), with its
+/// subject: it was verified when it was bound.
+fn record_refusal(rejection: &Rejection) {
+    let claims = check_current(false, WholeClaims::Current).and_then(Result::ok);
+    crate::verification::record_rejection(rejection, None, claims.as_deref());
+}
+
 /// Checks that the session user may run as `role`: it exists, is not a superuser, and the
 /// session user is a member of it. Anything else is a rejected token, not a privilege error.
 fn check_assumable(role: &str) {
@@ -207,9 +214,13 @@ fn usable(checked: Result<Rc<Claims>, Rejection>) -> Option<Rc<Claims>> {
     match checked {
         Ok(claims) => Some(claims),
         Err(Rejection::Revoked) if !revocation::revocation_written_in_this_transaction() => {
+            record_refusal(&Rejection::Revoked);
             reject(Rejection::Revoked)
         }
-        Err(rejection @ (Rejection::RetiredKey(_) | Rejection::UnknownKey(_))) => reject(rejection),
+        Err(rejection @ (Rejection::RetiredKey(_) | Rejection::UnknownKey(_))) => {
+            record_refusal(&rejection);
+            reject(rejection)
+        }
         Err(_) => None,
     }
 }
@@ -295,5 +306,7 @@ pub fn claim_text(name: &str) -> Option<String> {
 
 /// Why the current request's token must be refused now, if it must (`auth.check_request`).
 pub fn request_rejection() -> Option<Rejection> {
-    check_current(true, WholeClaims::Current)?.err()
+    let rejection = check_current(true, WholeClaims::Current)?.err()?;
+    record_refusal(&rejection);
+    Some(rejection)
 }

@@ -13,9 +13,11 @@
 
 use pgrx::prelude::*;
 
+mod activity;
 mod api;
 mod audit;
 mod cache;
+mod durable;
 mod errors;
 mod gucs;
 mod identity;
@@ -38,12 +40,18 @@ extension_sql_file!(
     name = "sessions",
     requires = ["bootstrap"]
 );
+extension_sql_file!(
+    "../sql/activity.sql",
+    name = "activity",
+    requires = ["sessions"]
+);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::register();
     revocation::filter::request_shared_memory();
+    activity::request_shared_memory();
     cache::register_callback();
     revocation::register_transaction_callbacks();
 }

@@ -553,4 +553,54 @@ mod tests {
         let tokens = checks("revoked_tokens");
         assert!(tokens.contains(&between("jti", MAX_ID_BYTES)), "{tokens}");
     }
+
+    /// Every counter of `auth.stats()` has a word of its own, and a name of its own; the
+    /// built-in rules of the code are the rows the extension installs, and each rejection
+    /// reason the core can give is one the counters know.
+    #[pg_test]
+    fn counters_rules_and_reasons_agree() {
+        use crate::activity::{rules::BUILT_IN_RULES, stats};
+        assert!(stats::indices_are_distinct_and_fit());
+        let names = stats::names();
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len());
+        let installed = Spi::get_one::<String>(
+            "select string_agg(rule, ',' order by rule) from auth.activity_rules",
+        )
+        .unwrap()
+        .unwrap();
+        let mut built_in: Vec<&str> = BUILT_IN_RULES.to_vec();
+        built_in.sort_unstable();
+        assert_eq!(installed, built_in.join(","));
+        use pg_session_auth_core::Rejection;
+        for rejection in [
+            Rejection::Malformed("m"),
+            Rejection::TooLarge { size: 2, limit: 1 },
+            Rejection::UnsupportedAlgorithm("a".into()),
+            Rejection::UnknownKey("k".into()),
+            Rejection::RetiredKey("k".into()),
+            Rejection::AlgorithmMismatch {
+                token: "a".into(),
+                key: "b",
+            },
+            Rejection::ForbiddenHeader("h"),
+            Rejection::BadSignature,
+            Rejection::Expired,
+            Rejection::NotYetValid,
+            Rejection::IssuedInFuture,
+            Rejection::WrongIssuer,
+            Rejection::KeyIssuerMismatch,
+            Rejection::WrongAudience,
+            Rejection::MissingClaim("c"),
+            Rejection::InvalidClaimType("c"),
+            Rejection::RoleNotAllowed("r".into()),
+            Rejection::LifetimeTooLong { limit: 1 },
+            Rejection::Revoked,
+        ] {
+            assert!(
+                stats::TOKEN_REASONS.contains(&rejection.reason().as_str()),
+                "{rejection:?}"
+            );
+        }
+    }
 }

@@ -1,7 +1,13 @@
 //! One verification as the SQL functions perform it: the trusted settings, the statement's
 //! clock and the cached keyring, handed to the core.
 
-use pg_session_auth_core::{verify_with_key, ClaimRules, Claims, KeyRef, Policy, Rejection};
+use pg_session_auth_core::identity::{session_id, string_claim};
+use pg_session_auth_core::{
+    verify_reporting, ClaimRules, Claims, KeyRef, Policy, Rejection, VerifyError,
+};
+
+use crate::activity::rejections::{self, Reason, Refused};
+use crate::activity::stats::{self, Stat};
 
 use crate::errors::raise;
 use crate::pg::clock;
@@ -35,13 +41,45 @@ pub fn verify_or_raise(token: Option<&str>) -> (Claims, KeyRef) {
         },
     };
     let now = check_time();
+    stats::count(Stat::Verifications);
     let (claims, key) =
-        match keyring::with_keyring(|keys| verify_with_key(token, keys, &policy, now)) {
+        match keyring::with_keyring(|keys| verify_reporting(token, keys, &policy, now)) {
             Ok(verified) => verified,
-            Err(error) => raise(error),
+            Err((error, refused)) => {
+                let rejection = match &error {
+                    VerifyError::Rejected(rejection) => Some(rejection),
+                    VerifyError::NoKeyConfigured => None,
+                };
+                record(
+                    rejection,
+                    refused.kid.as_deref(),
+                    refused.signed_claims.as_ref(),
+                );
+                raise(error)
+            }
         };
     if revocation::claims_revoked(&claims) {
+        record_rejection(&Rejection::Revoked, Some(&key.kid), Some(&claims));
         raise(Rejection::Revoked);
     }
     (claims, key)
+}
+
+/// Counts and records a token's rejection (`activity/rejections.rs`); `claims` only when
+/// the signature was good.
+pub fn record_rejection(rejection: &Rejection, kid: Option<&str>, claims: Option<&Claims>) {
+    record(Some(rejection), kid, claims);
+}
+
+/// [`record_rejection`]; `None`: no key is configured.
+fn record(rejection: Option<&Rejection>, kid: Option<&str>, claims: Option<&Claims>) {
+    let reason = rejection.map_or_else(|| "no key configured".to_owned(), Rejection::reason);
+    rejections::rejected(Refused {
+        reason: Reason::of_token(&reason),
+        kid,
+        subject: claims.and_then(|claims| string_claim(claims, "sub")),
+        issuer: claims.and_then(|claims| string_claim(claims, "iss")),
+        session: claims.and_then(session_id),
+        ip: rejections::request_address(),
+    });
 }

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod activity;
 mod algorithm;
 mod claims;
 mod error;
@@ -32,7 +33,7 @@ pub use key::{parse_key, StoredKey, VerifyingKey};
 pub use keyring::{KeyEntry, KeyRef, Keyring};
 pub use limits::{MAX_ID_BYTES, MAX_JWKS_KEYS, MAX_KID_BYTES};
 pub use token::{parse_compact, CompactJws, Header};
-pub use verify::{verify, verify_with_key, Policy};
+pub use verify::{verify, verify_reporting, verify_with_key, Policy, RefusedToken};
 
 /// Claims of a verified token: the payload's JSON object (a token that names a claim twice
 /// is refused as malformed).

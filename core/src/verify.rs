@@ -35,30 +35,72 @@ pub fn verify_with_key(
     policy: &Policy<'_>,
     now: i64,
 ) -> Result<(Claims, KeyRef), VerifyError> {
-    let jws = parse_compact(token, policy.max_token_bytes)?;
-    let alg = Algorithm::from_name(&jws.header.alg)
-        .ok_or_else(|| Rejection::UnsupportedAlgorithm(jws.header.alg.clone()))?;
-    let entry = keyring.select(jws.header.kid.as_deref())?;
+    verify_reporting(token, keyring, policy, now).map_err(|(error, _)| error)
+}
+
+/// What is known of a refused token, for the record of recent rejections: the kid its header
+/// named, and its claims only when the signature was good (a forged token's claims are
+/// attacker text and are never reported).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RefusedToken {
+    pub kid: Option<String>,
+    pub signed_claims: Option<Claims>,
+}
+
+/// [`verify_with_key`], saying on refusal what is known of the token.
+pub fn verify_reporting(
+    token: &str,
+    keyring: &Keyring,
+    policy: &Policy<'_>,
+    now: i64,
+) -> Result<(Claims, KeyRef), (VerifyError, RefusedToken)> {
+    let mut refused = RefusedToken::default();
+    let fail = |error: VerifyError, refused: RefusedToken| Err((error, refused));
+    let jws = match parse_compact(token, policy.max_token_bytes) {
+        Ok(jws) => jws,
+        Err(error) => return fail(error.into(), refused),
+    };
+    refused.kid.clone_from(&jws.header.kid);
+    let Some(alg) = Algorithm::from_name(&jws.header.alg) else {
+        return fail(
+            Rejection::UnsupportedAlgorithm(jws.header.alg.clone()).into(),
+            refused,
+        );
+    };
+    let entry = match keyring.select(jws.header.kid.as_deref()) {
+        Ok(entry) => entry,
+        Err(error) => return fail(error, refused),
+    };
     if entry.key.algorithm() != alg {
-        return Err(Rejection::AlgorithmMismatch {
-            token: jws.header.alg,
-            key: entry.key.algorithm().name(),
-        }
-        .into());
+        return fail(
+            Rejection::AlgorithmMismatch {
+                token: jws.header.alg,
+                key: entry.key.algorithm().name(),
+            }
+            .into(),
+            refused,
+        );
     }
     if !entry
         .key
         .verify(jws.signing_input.as_bytes(), &jws.signature)
     {
-        return Err(Rejection::BadSignature.into());
+        return fail(Rejection::BadSignature.into(), refused);
     }
-    let claims = jws.claims()?;
+    let claims = match jws.claims() {
+        Ok(claims) => claims,
+        Err(error) => return fail(error.into(), refused),
+    };
     if let Some(issuer) = &entry.issuer {
         if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
-            return Err(Rejection::KeyIssuerMismatch.into());
+            refused.signed_claims = Some(claims);
+            return fail(Rejection::KeyIssuerMismatch.into(), refused);
         }
     }
-    check_claims(&claims, &policy.claims, now)?;
+    if let Err(error) = check_claims(&claims, &policy.claims, now) {
+        refused.signed_claims = Some(claims);
+        return fail(error.into(), refused);
+    }
     let key = KeyRef {
         kid: entry.kid.clone(),
         fingerprint: entry.fingerprint,

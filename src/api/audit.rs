@@ -24,6 +24,7 @@ fn my_activity(
         name!(ip, Option<Inet>),
         name!(user_agent, Option<String>),
         name!(details, JsonB),
+        name!(flagged, Vec<String>),
     ),
 > {
     let max_events = required(max_events, "max_events").clamp(0, 1000);
@@ -44,16 +45,38 @@ fn my_activity(
         audit::activity_of(&user_id, &issuer, max_events)
             .into_iter()
             .map(|activity| {
+                let details: serde_json::Value =
+                    serde_json::from_str(&activity.details).unwrap_or_default();
+                let flagged = flagged(&activity.event, &details);
                 (
                     activity.at,
                     activity.event,
                     activity.session_id,
                     activity.ip,
                     activity.user_agent,
-                    JsonB(serde_json::from_str(&activity.details).unwrap_or_default()),
+                    JsonB(details),
+                    flagged,
                 )
             }),
     )
+}
+
+/// The rules that fired on an event: those its details name as `flagged`, or the rule of an
+/// `activity_detected` event.
+fn flagged(event: &str, details: &serde_json::Value) -> Vec<String> {
+    if event == audit::event::ACTIVITY_DETECTED {
+        return details["rule"]
+            .as_str()
+            .map(str::to_owned)
+            .into_iter()
+            .collect();
+    }
+    details["flagged"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|rule| rule.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// `auth.purge_audit_events()`: deletes events older than `pg_session_auth.audit_retention`;

@@ -1,5 +1,6 @@
 //! Everything SQL sees. Functions land in the extension's schema, `auth`.
 
+mod activity;
 mod audit;
 mod cache_invalidation;
 mod earlier_versions;

@@ -41,3 +41,11 @@ pub fn now_unix_micros() -> i64 {
     // SAFETY: reads the system clock.
     unix_micros(unsafe { pg_sys::GetCurrentTimestamp() })
 }
+
+/// Microseconds since the Unix epoch as a `timestamptz`.
+pub fn timestamp_from_unix_micros(micros: i64) -> pgrx::datum::TimestampWithTimeZone {
+    let timestamp = micros.saturating_sub(POSTGRES_EPOCH_UNIX_SECONDS * 1_000_000);
+    // A value out of range cannot come from the clock; it reads as -infinity.
+    pgrx::datum::TimestampWithTimeZone::try_from(timestamp)
+        .unwrap_or_else(|_| pgrx::datum::TimestampWithTimeZone::negative_infinity())
+}

@@ -3,29 +3,44 @@
 
 use pgrx::pg_sys;
 
-/// Registers `request` to ask for shared memory and LWLocks. PostgreSQL 15 added
-/// `shmem_request_hook`, the only place allowed to ask from 15 on; on 14 the request is made
-/// directly while `shared_preload_libraries` are loaded (from `_PG_init`).
+/// Registers `request` to ask for shared memory and LWLocks, and returns true; PostgreSQL 15
+/// added `shmem_request_hook`, the only place allowed to ask from 15 on. On 14 there is no
+/// such hook: returns false, and the caller asks directly while `shared_preload_libraries`
+/// are loaded (from `_PG_init`).
 ///
 /// # Safety
-/// Called from `_PG_init` while shared_preload_libraries are being processed; `previous`
-/// points at the caller's static that keeps the hook it replaces.
+/// Called once, from `_PG_init` while shared_preload_libraries are being processed;
+/// `previous` points at the caller's static that keeps the hook it replaces.
 #[allow(unused_variables)]
-pub unsafe fn request_shared_memory(
+pub unsafe fn install_shmem_request_hook(
     request: unsafe extern "C-unwind" fn(),
     previous: *mut Option<unsafe extern "C-unwind" fn()>,
-) {
+) -> bool {
     #[cfg(feature = "pg14")]
-    // SAFETY: on 14, requests are allowed while preloading (the caller's contract).
-    unsafe {
-        request()
-    };
+    return false;
     #[cfg(not(feature = "pg14"))]
     // SAFETY: the hook is a process-global the postmaster calls once, after _PG_init.
     unsafe {
         *previous = pg_sys::shmem_request_hook;
         pg_sys::shmem_request_hook = Some(request);
+        true
     }
+}
+
+#[cfg(feature = "pg14")]
+extern "C-unwind" {
+    fn ProcessCompletedNotifies();
+}
+
+/// After a background worker committed a transaction that sent notifications: on 14 they
+/// reach the listeners only through `ProcessCompletedNotifies` (which ordinary backends call
+/// in their main loop); from 15 on the commit itself signals the listeners.
+pub fn deliver_notifications_sent_by_worker() {
+    #[cfg(feature = "pg14")]
+    // SAFETY: called outside any transaction, after the commit, as a worker must.
+    unsafe {
+        ProcessCompletedNotifies()
+    };
 }
 
 /// Whether this backend holds `mode` on the lock `tag` (exactly that mode).

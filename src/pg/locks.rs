@@ -45,6 +45,14 @@ pub fn my_pid() -> i32 {
     unsafe { pg_sys::MyProcPid }
 }
 
+/// The client's address as the server sees it (`inet_client_addr()`); `None` over a Unix
+/// socket and in background processes.
+pub fn client_address() -> Option<String> {
+    // SAFETY: inet_client_addr takes no arguments and only reads MyProcPort.
+    unsafe { pgrx::direct_function_call::<pgrx::Inet>(pg_sys::inet_client_addr, &[]) }
+        .map(|inet| inet.0)
+}
+
 /// The database this backend is connected to.
 pub fn my_database() -> pg_sys::Oid {
     // SAFETY: a plain read of a backend-local global, set when it connected.

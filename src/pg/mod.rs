@@ -4,6 +4,7 @@
 pub mod bgworker;
 pub mod clock;
 pub mod compat;
+pub mod dsm;
 pub mod heap_scan;
 pub mod invalidation;
 pub mod jsonb;

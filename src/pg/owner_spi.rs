@@ -71,15 +71,33 @@ thread_local! {
 }
 
 /// The OID and owner of a relation in schema `auth`, or `None` when it does not exist (the
-/// library may be loaded in a database without the extension).
+/// library may be loaded in a database without the extension). Read from the catalog caches,
+/// which follow every committed change from the next command on: no query.
 pub fn relation_and_owner(name: &str) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
-    let rows = select(
-        None,
-        include_str!("../queries/relation_and_owner.sql"),
-        &[text_arg(name)],
-        |row| Some((row.get::<pg_sys::Oid>(0)?, row.get::<pg_sys::Oid>(1)?)),
-    );
-    rows.into_iter().next().flatten()
+    let name = CString::new(name).ok()?;
+    // SAFETY: syscache lookups by name (missing_ok: InvalidOid when absent); the pg_class
+    // tuple found is read (its fixed-size part, through GETSTRUCT) and released before
+    // anything else runs.
+    unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"auth".as_ptr(), true);
+        if namespace == pg_sys::InvalidOid {
+            return None;
+        }
+        let relid = pg_sys::get_relname_relid(name.as_ptr(), namespace);
+        if relid == pg_sys::InvalidOid {
+            return None;
+        }
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            pg_sys::Datum::from(relid),
+        );
+        if tuple.is_null() {
+            return None;
+        }
+        let owner = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner;
+        pg_sys::ReleaseSysCache(tuple);
+        Some((relid, owner))
+    }
 }
 
 /// Whether the relation has a column of that name (for tables an update adds columns to).

@@ -51,3 +51,17 @@ pub fn has_privileges_of(member: pg_sys::Oid, role: pg_sys::Oid) -> bool {
 pub fn can_set_role(member: pg_sys::Oid, role: pg_sys::Oid) -> bool {
     compat::can_set_role(member, role)
 }
+
+/// The name of role `role`, if it exists.
+pub fn role_name(role: pg_sys::Oid) -> Option<String> {
+    // SAFETY: a syscache lookup that returns NULL (noerr) for a dropped role; the name is
+    // copied before anything else runs.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(role, true);
+        (!name.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}

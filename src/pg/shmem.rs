@@ -2,13 +2,12 @@
 //! postmaster, found again by every process that uses it.
 //!
 //! A [`Region`] is laid out as a header `H` on a cache line, followed by atomic 64-bit words,
-//! and comes with one LWLock of its own. One region per library: the hooks below serve the
-//! first one requested.
+//! and comes with one LWLock of its own. The hooks below serve every region requested.
 
 use std::ffi::CStr;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use pgrx::pg_guard;
 use pgrx::pg_sys;
@@ -62,15 +61,29 @@ impl<H: Sync + 'static> Region<H> {
         if !settings::loading_shared_preload_libraries() {
             return;
         }
-        if REQUESTED.set(self).is_err() {
-            return; // One region per library.
-        }
+        let first = {
+            let mut requested = REQUESTED
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            requested.push(self);
+            requested.len() == 1
+        };
         // SAFETY: _PG_init runs once per process, before any hook is called; the hooks it
         // replaces are kept in this module's statics and called first by ours.
-        unsafe {
-            compat::request_shared_memory(on_shmem_request, &raw mut PREVIOUS_SHMEM_REQUEST);
-            PREVIOUS_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
-            pg_sys::shmem_startup_hook = Some(on_shmem_startup);
+        let hooked = unsafe {
+            if first {
+                PREVIOUS_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
+                pg_sys::shmem_startup_hook = Some(on_shmem_startup);
+                HOOKED_REQUEST = compat::install_shmem_request_hook(
+                    on_shmem_request,
+                    &raw mut PREVIOUS_SHMEM_REQUEST,
+                );
+            }
+            HOOKED_REQUEST
+        };
+        if !hooked {
+            // No request hook (14): asked for now, while preloading.
+            self.reserve();
         }
     }
 
@@ -147,9 +160,18 @@ impl<H: Sync + 'static> Requested for Region<H> {
     }
 }
 
-/// The region the hooks serve.
-static REQUESTED: OnceLock<&'static dyn Requested> = OnceLock::new();
+/// The regions the hooks serve.
+static REQUESTED: Mutex<Vec<&'static dyn Requested>> = Mutex::new(Vec::new());
 
+fn requested() -> Vec<&'static dyn Requested> {
+    REQUESTED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+/// Whether requests wait for the request hook (15 on).
+static mut HOOKED_REQUEST: bool = false;
 static mut PREVIOUS_SHMEM_REQUEST: Option<unsafe extern "C-unwind" fn()> = None;
 static mut PREVIOUS_SHMEM_STARTUP: Option<unsafe extern "C-unwind" fn()> = None;
 
@@ -160,7 +182,7 @@ unsafe extern "C-unwind" fn on_shmem_request() {
         // SAFETY: PostgreSQL's hook contract: call the previous hook first.
         unsafe { previous() };
     }
-    if let Some(region) = REQUESTED.get() {
+    for region in requested() {
         region.reserve();
     }
 }
@@ -172,7 +194,7 @@ unsafe extern "C-unwind" fn on_shmem_startup() {
         // SAFETY: as in `on_shmem_request`.
         unsafe { previous() };
     }
-    if let Some(region) = REQUESTED.get() {
+    for region in requested() {
         region.attach();
     }
 }

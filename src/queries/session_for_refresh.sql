@@ -15,7 +15,8 @@ select s.user_id,
                       where u.user_id operator(pg_catalog.=) s.user_id
                         and u.issuer operator(pg_catalog.=) any (array['', s.issuer])
                         and s.created_at operator(pg_catalog.<=) u.revoked_before),
-       (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) operator(pg_catalog.*) 1000000)::pg_catalog.int8
+       (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) operator(pg_catalog.*) 1000000)::pg_catalog.int8,
+       s.issuer, s.user_agent, pg_catalog.host(s.ip), s.reauth_required
 from auth.sessions as s
 where s.id operator(pg_catalog.=) $1
 for update of s

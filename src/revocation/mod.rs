@@ -24,6 +24,7 @@ use pg_session_auth_core::revocation::{
 use pg_session_auth_core::Claims;
 use pgrx::pg_sys;
 
+use crate::activity::stats::{self, Stat};
 use crate::cache::{self, GenerationCache, Source};
 use crate::pg::owner_spi::{self, text_arg, uuid_arg};
 pub mod filter;
@@ -137,10 +138,13 @@ impl Answers {
     fn check(&mut self, claims: &Claims) -> bool {
         let tables = self.tables;
         let keys = RevocationKeys::of(claims);
-        if tables.triggers_intact
-            && filter::screen(&tables.incarnation(), keys.filter_keys()) == Screening::Clear
-        {
-            return false;
+        if tables.triggers_intact {
+            let screening = filter::screen(&tables.incarnation(), keys.filter_keys());
+            if screening == Screening::Clear {
+                stats::count(Stat::FilterHit);
+                return false;
+            }
+            stats::count(Stat::FilterMiss);
         }
         if tables.triggers_intact && !*self.any_rows.get_or_insert_with(|| any_rows(tables.owner)) {
             return false;

@@ -8,7 +8,7 @@ use crate::gucs;
 use crate::signing_keys;
 
 /// Claims the caller's extra claims may not set: they are the session's.
-pub const RESERVED_CLAIMS: [&str; 10] = [
+pub const RESERVED_CLAIMS: [&str; 11] = [
     "sub",
     "aud",
     "iss",
@@ -19,6 +19,7 @@ pub const RESERVED_CLAIMS: [&str; 10] = [
     "session_id",
     "aal",
     "amr",
+    "reauth_required",
 ];
 
 /// What a session's access token says about it.
@@ -28,6 +29,8 @@ pub struct SessionClaims<'a> {
     pub aal: &'a str,
     pub amr: &'a Value,
     pub extra: &'a Map<String, Value>,
+    /// A rule asked the session to step up (`"reauth_required": true` until it does).
+    pub reauth_required: bool,
 }
 
 /// A signed access token.
@@ -112,6 +115,9 @@ pub fn issue(session: &SessionClaims<'_>, now_micros: i64, session_end: Option<i
     claims.insert("aal".into(), json!(session.aal));
     claims.insert("amr".into(), session.amr.clone());
     claims.entry("is_anonymous").or_insert_with(|| json!(false));
+    if session.reauth_required {
+        claims.insert("reauth_required".into(), json!(true));
+    }
     let access_token = sign(claims, now_micros, expires_at * 1_000_000);
     let expires_in = expires_at - now_micros.div_euclid(1_000_000);
     Issued {

@@ -10,16 +10,23 @@
 
 pub mod access_token;
 pub mod cookie;
-mod ending;
 mod secret;
 
+use std::net::IpAddr;
+
+use pg_session_auth_core::activity::{parse_address, Action};
 use pg_session_auth_core::identity::canonical_user_id;
 use pg_session_auth_core::refresh_token::{RefreshDecision, RefreshState};
 use pg_session_auth_core::MAX_ID_BYTES;
 use pgrx::{pg_sys, IntoDatum};
 use serde_json::{json, Map, Value};
 
+use crate::activity::rejections::{self, Reason, Refused};
+use crate::activity::rules::{self, Event, Fired};
+use crate::activity::stats::{self, Stat};
+use crate::activity::{actions, client_ip};
 use crate::audit;
+use crate::durable::{self, Writes};
 use crate::errors::{invalid_argument, raise, Failure};
 use crate::gucs;
 use crate::pg::owner_spi::{self, text_arg, uuid_arg, Arg};
@@ -49,10 +56,33 @@ pub mod refusal {
     pub const TIMED_OUT: &str = "session timed out";
     pub const ENDED: &str = "session ended";
     pub const REUSED: &str = "refresh token reused";
+    /// A rule with the `revoke` action fired on the refresh.
+    pub const UNUSUAL_ACTIVITY: &str = "session revoked: unusual activity";
+    /// A rule with the `revoke` action fired on the sign-in.
+    pub const SIGN_IN_REFUSED: &str = "sign-in refused: unusual activity";
 }
 
 fn refuse(reason: &'static str) -> ! {
     raise(Failure::RefreshRefused { reason })
+}
+
+/// Refuses a refresh, first counting and recording the refusal (`activity/rejections.rs`):
+/// with the session and its user when the token's tag was good.
+fn refuse_refresh(
+    reason: &'static str,
+    session: Option<[u8; 16]>,
+    user: Option<(&str, &str)>,
+    ip: Option<IpAddr>,
+) -> ! {
+    rejections::rejected(Refused {
+        reason: Reason::of_refresh(reason),
+        kid: None,
+        subject: user.map(|(user_id, _)| user_id),
+        issuer: user.map(|(_, issuer)| issuer),
+        session,
+        ip,
+    });
+    refuse(reason)
 }
 
 /// On a hot standby nothing is written: `25006` before anything else.
@@ -62,8 +92,11 @@ fn require_primary(what: &'static str) {
     }
 }
 
+/// The owner of the sessions table; `55000` while the database's extension objects are
+/// older than the library (no rules table yet).
 fn sessions_owner() -> pg_sys::Oid {
     owner_spi::relation_and_owner(SESSIONS_TABLE)
+        .filter(|_| owner_spi::relation_and_owner(rules::RULES_TABLE).is_some())
         .map(|(_, owner)| owner)
         .unwrap_or_else(|| {
             raise(Failure::NotUpdated {
@@ -182,6 +215,36 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
     let limits = gucs::session_limits();
     let now_estimate = clock::now_unix_micros();
     let amr = methods(sign_in.amr, now_estimate);
+    let ip = client_ip::trusted(sign_in.ip.as_ref());
+    let agent = user_agent(sign_in.user_agent);
+    let issuer = gucs::issuer().unwrap_or_default();
+    let event = Event {
+        kind: "sign_in",
+        user_id: &user_id,
+        issuer: &issuer,
+        session,
+        ip,
+        user_agent: agent,
+        previous_ip: None,
+        previous_user_agent: None,
+        aal: sign_in.aal,
+    };
+    let fired = rules::at_sign_in(&event, owner);
+    let strongest = actions::strongest(&fired);
+    if strongest == Some(Action::Revoke) {
+        // The sign-in is refused, so nothing of it is written here: the events say why.
+        let mut events = actions::events(&event, &fired);
+        events
+            .iter_mut()
+            .for_each(|row| row["session_id"] = Value::Null);
+        durable::write_independently(Writes {
+            ending: None,
+            events,
+            notifications: actions::notifications(&event, &fired),
+        });
+        refuse(refusal::SIGN_IN_REFUSED);
+    }
+    let step_up = strongest >= Some(Action::StepUp);
     let (_, created) = owner_spi::modify(
         owner,
         include_str!("../queries/session_create.sql"),
@@ -196,9 +259,10 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
                 pg_sys::JSONBOID,
                 Some(crate::pg::jsonb::object_to_jsonb(&sign_in.claims)),
             ),
-            optional_text(user_agent(sign_in.user_agent)),
-            inet_arg(sign_in.ip.as_ref()),
-            text_arg(&gucs::issuer().unwrap_or_default()),
+            optional_text(agent),
+            inet_arg(client_ip::as_inet(ip).as_ref()),
+            text_arg(&issuer),
+            (pg_sys::BOOLOID, step_up.into_datum()),
         ],
         |row| row.get::<i64>(0),
     );
@@ -215,8 +279,12 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
     audit::record_for_session(
         audit::event::SESSION_CREATED,
         session,
-        json!({ "aal": sign_in.aal, "amr": amr, "tag": sign_in.tag }),
+        flagged(
+            json!({ "aal": sign_in.aal, "amr": amr, "tag": sign_in.tag }),
+            &fired,
+        ),
     );
+    actions::record(&event, &fired);
     let session_text = uuid_text(&session);
     let claims = SessionClaims {
         user_id: &user_id,
@@ -224,7 +292,9 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
         aal: sign_in.aal,
         amr: &amr,
         extra: &sign_in.claims,
+        reauth_required: step_up,
     };
+    stats::count(Stat::SessionsCreated);
     pair(session, &claims, 0, created, session_end)
 }
 
@@ -242,6 +312,18 @@ struct Locked {
     superseded_at: Vec<i64>,
     ended: bool,
     now: i64,
+    issuer: String,
+    user_agent: Option<String>,
+    ip: Option<IpAddr>,
+    reauth_required: bool,
+}
+
+/// `details` with the rules that fired on the event (`flagged`), when any did.
+fn flagged(mut details: Value, fired: &[Fired]) -> Value {
+    if !fired.is_empty() {
+        details["flagged"] = json!(actions::flagged(fired));
+    }
+    details
 }
 
 fn lock_session(owner: pg_sys::Oid, session: [u8; 16]) -> Option<Locked> {
@@ -283,6 +365,10 @@ fn lock_session(owner: pg_sys::Oid, session: [u8; 16]) -> Option<Locked> {
                     .collect(),
                 ended: row.get(10)?,
                 now: row.get(11)?,
+                issuer: row.get(12).unwrap_or_default(),
+                user_agent: row.get(13),
+                ip: row.get::<String>(14).and_then(|ip| parse_address(&ip)),
+                reauth_required: row.get(15).unwrap_or(false),
             })
         },
     )
@@ -333,30 +419,51 @@ impl Locked {
 /// What happened to a refresh inside its subtransaction.
 enum Outcome {
     Refreshed(Box<TokenResponse>),
-    Theft([u8; 16]),
+    /// The session ends, and the refresh is refused for `reason`; `writes` say why.
+    Ends {
+        reason: &'static str,
+        user_id: String,
+        issuer: String,
+        writes: Box<Writes>,
+    },
 }
 
 /// Refreshes: rotates the presented token (or hands back the current one) and returns a new
-/// pair; ends the whole session on theft.
+/// pair; ends the whole session on theft, or when a rule that revokes fires.
 pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> TokenResponse {
     require_primary("refresh sessions");
+    let ip = client_ip::trusted(ip.as_ref());
+    let agent = user_agent(agent);
     let secret = secret::refresh_secret();
     let presented = secret
         .open(token)
-        .unwrap_or_else(|| refuse(refusal::INVALID));
+        .unwrap_or_else(|| refuse_refresh(refusal::INVALID, None, None, ip));
+    let id = presented.session;
     let owner = sessions_owner();
     let outcome = transaction::in_subtransaction(
         || {
-            let Some(session) = lock_session(owner, presented.session) else {
-                refuse(refusal::INVALID)
+            let Some(session) = lock_session(owner, id) else {
+                refuse_refresh(refusal::INVALID, Some(id), None, ip)
             };
+            let user = Some((session.user_id.as_str(), session.issuer.as_str()));
             if let Some(reason) = session.refusal() {
-                refuse(reason);
+                refuse_refresh(reason, Some(id), user, ip);
             }
             let state = RefreshState {
                 counter: session.counter,
                 step_up_floor: session.step_up_floor,
                 superseded_at: &session.superseded_at,
+            };
+            let event = Event {
+                kind: "refresh",
+                user_id: &session.user_id,
+                issuer: &session.issuer,
+                session: id,
+                ip,
+                user_agent: agent,
+                previous_ip: session.ip,
+                previous_user_agent: session.user_agent.as_deref(),
+                aal: &session.aal,
             };
             let rotate = match state.decide(
                 presented.counter,
@@ -366,45 +473,63 @@ pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> Toke
                 RefreshDecision::Rotate => true,
                 RefreshDecision::HandBackCurrent => false,
                 RefreshDecision::SupersededByStepUp | RefreshDecision::NeverIssued => {
-                    refuse(refusal::INVALID)
+                    refuse_refresh(refusal::INVALID, Some(id), user, ip)
                 }
-                RefreshDecision::Theft => return Outcome::Theft(presented.session),
+                RefreshDecision::Theft => return theft(&event),
             };
-            let (_, counters) = owner_spi::modify(
+            let fired = rules::at_refresh(&event, session.last_activity, session.now);
+            let strongest = actions::strongest(&fired);
+            if strongest == Some(Action::Revoke) {
+                return revoked_by_rule(&event, &fired);
+            }
+            let (_, rotated) = owner_spi::modify(
                 owner,
                 include_str!("../queries/session_rotate.sql"),
                 &[
-                    uuid_arg(Some(presented.session)),
+                    uuid_arg(Some(id)),
                     (pg_sys::BOOLOID, rotate.into_datum()),
-                    optional_text(user_agent(agent)),
-                    inet_arg(ip.as_ref()),
+                    optional_text(agent),
+                    inet_arg(client_ip::as_inet(ip).as_ref()),
+                    (
+                        pg_sys::BOOLOID,
+                        (strongest >= Some(Action::StepUp)).into_datum(),
+                    ),
                 ],
-                |row| row.get::<i64>(0),
+                |row| Some((row.get::<i64>(0)?, row.get::<bool>(1)?)),
             );
-            let counter = counter_of(counters, refusal::INVALID);
-            if rotate {
-                audit::record_for_session(
-                    audit::event::SESSION_REFRESHED,
-                    presented.session,
-                    json!({}),
-                );
+            let (counter, reauth_required) = rotated.into_iter().next().flatten().unzip();
+            let counter = counter_of(vec![counter], refusal::INVALID);
+            let (event_name, details) = if rotate {
+                (audit::event::SESSION_REFRESHED, json!({}))
             } else {
-                audit::record_for_session(
+                (
                     audit::event::REFRESH_TOKEN_REUSED,
-                    presented.session,
                     json!({ "cause": "within_interval" }),
-                );
-            }
-            let session_text = uuid_text(&presented.session);
+                )
+            };
+            audit::record_presented(
+                event_name,
+                id,
+                audit::Presented {
+                    ip: None,
+                    user_agent: None,
+                    by: None,
+                },
+                flagged(details, &fired),
+            );
+            actions::record(&event, &fired);
+            stats::count(Stat::SessionsRefreshed);
+            let session_text = uuid_text(&id);
             let claims = SessionClaims {
                 user_id: &session.user_id,
                 session_id: &session_text,
                 aal: &session.aal,
                 amr: &session.amr,
                 extra: &session.claims,
+                reauth_required: reauth_required.unwrap_or(session.reauth_required),
             };
             Outcome::Refreshed(Box::new(pair(
-                presented.session,
+                id,
                 &claims,
                 counter,
                 session.now,
@@ -415,14 +540,79 @@ pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> Toke
     );
     match outcome {
         Outcome::Refreshed(response) => *response,
-        Outcome::Theft(session) => {
-            let presenter = ending::Presenter {
-                ip: ip.as_ref(),
-                user_agent: user_agent(agent),
-            };
-            ending::end_independently(session, &presenter);
-            refuse(refusal::REUSED)
+        Outcome::Ends {
+            reason,
+            user_id,
+            issuer,
+            writes,
+        } => {
+            durable::write_independently(*writes);
+            stats::count(Stat::SessionsEnded);
+            refuse_refresh(reason, Some(id), Some((&user_id, &issuer)), ip)
         }
+    }
+}
+
+/// A superseded token presented after the reuse interval: the session ends
+/// (`refresh_token_reused`, whose action is always `revoke`).
+fn theft(event: &Event<'_>) -> Outcome {
+    let rules = rules::rules();
+    let fired: Vec<Fired> = rules
+        .built_in(rules::REFRESH_TOKEN_REUSED)
+        .map(|rule| {
+            stats::count(Stat::RuleFired(0));
+            Fired {
+                rule: rule.name.clone(),
+                action: Action::Revoke,
+                signal: json!({ "cause": "theft" }),
+            }
+        })
+        .into_iter()
+        .collect();
+    ending(
+        event,
+        &fired,
+        refusal::REUSED,
+        audit::event::REFRESH_TOKEN_REUSED,
+        json!({ "cause": "theft", "session_ended": true }),
+    )
+}
+
+/// A rule that revokes fired: the session ends.
+fn revoked_by_rule(event: &Event<'_>, fired: &[Fired]) -> Outcome {
+    ending(
+        event,
+        fired,
+        refusal::UNUSUAL_ACTIVITY,
+        audit::event::SESSION_REVOKED,
+        json!({ "reason": "unusual activity", "flagged": actions::flagged(fired) }),
+    )
+}
+
+fn ending(
+    event: &Event<'_>,
+    fired: &[Fired],
+    reason: &'static str,
+    event_name: &'static str,
+    details: Value,
+) -> Outcome {
+    let writes = Writes {
+        ending: Some(durable::Ending {
+            session: event.session,
+            reason,
+            event: event_name,
+            details,
+            ip: event.ip.map(|ip| ip.to_string()),
+            user_agent: event.user_agent.map(str::to_owned),
+        }),
+        events: actions::events(event, fired),
+        notifications: actions::notifications(event, fired),
+    };
+    Outcome::Ends {
+        reason,
+        user_id: event.user_id.to_owned(),
+        issuer: event.issuer.to_owned(),
+        writes: Box::new(writes),
     }
 }
 
@@ -462,6 +652,7 @@ pub fn step_up(session: [u8; 16], aal: &str, amr: Option<Value>) -> TokenRespons
         aal,
         amr: &amr,
         extra: &locked.claims,
+        reauth_required: false,
     };
     pair(session, &claims, counter, locked.now, locked.end(false))
 }
@@ -505,6 +696,7 @@ pub fn end_sessions(ending: Ending<'_>, reason: &str, details: Value) -> Vec<[u8
         |row| row.get::<pgrx::Uuid>(0).map(|id| *id.as_bytes()),
     );
     let ended: Vec<[u8; 16]> = ended.into_iter().flatten().collect();
+    stats::add(Stat::SessionsEnded, ended.len() as u64);
     let event = match reason {
         "signed out" => audit::event::SIGNED_OUT,
         "revoked" => audit::event::SESSION_REVOKED,

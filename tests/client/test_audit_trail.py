@@ -20,6 +20,7 @@ tests: every test looks only at its own (fresh) users, sessions and kids.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import datetime
 import time
 import uuid
@@ -45,12 +46,19 @@ from test_sessions import (  # noqa: F401  (fixtures are found by name)
 REUSED = "refresh token reused"
 AUDIT_COLUMNS = ["id", "at", "event", "user_id", "issuer", "session_id", "ip", "user_agent",
                  "details"]
-ACTIVITY_COLUMNS = ["at", "event", "session_id", "ip", "user_agent", "details"]
+ACTIVITY_COLUMNS = ["at", "event", "session_id", "ip", "user_agent", "details", "flagged"]
 ISSUER = "https://auth.example.test/auth/v1"
 OTHER_ISSUER = "https://other.example"
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def only_the_theft_rule(roles):
+    """The detection rules (test_activity.py) add events of their own; here each event is
+    looked at alone, with only the rule that cannot be turned off: a theft's."""
+    roles.sql("update auth.activity_rules set enabled = false where rule <> 'refresh_token_reused'")
 
 
 def audit(reader, where: str, params) -> list[dict]:
@@ -239,8 +247,11 @@ def test_theft_is_recorded_once_and_survives_the_callers_rollback(short_reuse, h
         thief.rollback()
     events = of_session(env, s)
     assert events_of(events) == ["session_created", "session_refreshed", "session_refreshed",
-                                 "refresh_token_reused"], events
+                                 "refresh_token_reused", "activity_detected"], events
     theft = events[3]
+    assert events[4]["details"]["rule"] == "refresh_token_reused"
+    assert events[4]["details"]["action"] == "revoke"
+    assert events[4]["ip"] == ipaddress.ip_address("203.0.113.66")
     assert before_rollback == [theft]
     assert theft["event"] == "refresh_token_reused"
     assert theft["user_id"] == user and theft["issuer"] == ""
@@ -565,7 +576,9 @@ def test_my_activity_returns_only_the_callers_own_events_newest_first(env):
     assert ats == sorted(ats, reverse=True)
     # The same rows as the table holds (newest first).
     table = list(reversed(audit(env, "user_id = %s and issuer = ''", [user])))
-    assert [{k: r[k] for k in ACTIVITY_COLUMNS} for r in table] == mine
+    assert [{k: r[k] for k in ACTIVITY_COLUMNS if k != "flagged"} for r in table] == \
+        [{k: r[k] for k in ACTIVITY_COLUMNS if k != "flagged"} for r in mine]
+    assert all(r["flagged"] == [] for r in mine)
     assert [ip_text(r["ip"]) for r in mine] == ["192.0.2.3", "192.0.2.4", "192.0.2.3",
                                                 "192.0.2.2", "192.0.2.1"]
     assert mine[0]["details"].get("by") == "authenticated"
