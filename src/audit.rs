@@ -3,7 +3,7 @@
 //! Events are written in the transaction they describe, so a rolled-back sign-in leaves no
 //! event; the one failure whose record must survive its own rollback — a refresh token
 //! reused after the interval (theft) — is recorded by the worker that ends the session
-//! (`sessions/ending.rs`). Nothing here ever holds token material or a secret: events carry
+//! (`durable.rs`). Nothing here ever holds token material or a secret: events carry
 //! the subject, the session, the network address, the user agent and small details.
 
 use pgrx::{pg_sys, IntoDatum};

@@ -5,7 +5,7 @@
 //! refresh locks the row, so concurrent refreshes and sign-outs are serialised: exactly one
 //! rotation per token, and a session ended by a sign-out never refreshes again. The lock is
 //! taken in a subtransaction so that a theft verdict can release it before the session is
-//! ended by a background worker (`ending.rs`) in a transaction that the caller's rollback
+//! ended by a background worker (`durable.rs`) in a transaction that the caller's rollback
 //! cannot undo.
 
 pub mod access_token;

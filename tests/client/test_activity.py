@@ -42,7 +42,7 @@ from psycopg.rows import dict_row
 
 from client_support import REASONS, claims, make_key, now
 from conftest import APP_USER, KEY_ADMIN, collect_notices, raises_sqlstate
-from test_audit_trail import ACTIVITY_COLUMNS, audit, events_of, ip_text, of_session, the
+from test_audit_trail import audit, events_of, ip_text, of_session, the
 from test_session_concurrency import run_at_once
 from test_sessions import (  # noqa: F401  (fixtures are found by name)
     AUTHENTICATOR,
@@ -90,6 +90,7 @@ PAYLOAD_KEYS = {"rule", "action", "event", "user_id", "issuer", "session_id", "i
                 "user_agent", "at"}
 CUSTOM_EVENT_KEYS = {"event", "user_id", "issuer", "session_id", "ip", "user_agent",
                      "previous_ip", "previous_user_agent", "aal", "signals"}
+MY_ACTIVITY_COLUMNS = ["at", "event", "session_id", "ip", "user_agent", "details", "flagged"]
 REQUEST_ROLES = (APP_USER, SIGNIN, AUTHENTICATOR, "anon", "authenticated")
 CASTS = {"period": "::interval", "function": "::regprocedure", "run_as": "::regrole"}
 OTHER_DB = "activity_other"
@@ -385,6 +386,11 @@ def test_rule_names_are_checked(act, rule):
     with raises_sqlstate("23514"):
         act.admin().execute("insert into auth.activity_rules (rule, action, function) "
                             "values (%s, 'log', %s::regprocedure)", [rule, fn])
+    # The same row with a good name (32 bytes) is accepted.
+    good = "probe_" + "x" * 26
+    act.admin().execute("insert into auth.activity_rules (rule, action, function) "
+                        "values (%s, 'log', %s::regprocedure)", [good, fn])
+    assert act.rule(good)["action"] == "log"
 
 
 # == sign-in signals, with each action ========================================================
@@ -864,6 +870,24 @@ def test_notification_payload_members(act):
     assert sorted(failed[0]) == sorted(PAYLOAD_KEYS | {"count"}), failed[0]
 
 
+def test_notify_is_delivered_at_commit_and_not_after_a_rollback(act):
+    env = act.env
+    listener = act.listener()
+    user = _uid()
+    env.create(user, user_agent=UA, ip=HOME)
+    conn = env.pg.connect(SIGNIN, autocommit=False)
+    s = env.create(user, conn=conn, user_agent=UA2, ip=HOME)
+    assert listener.quiet(about("new_device", user), wait=0.4) == []
+    conn.commit()
+    notes = listener.wait_for(about("new_device", user))
+    assert [n["session_id"] for n in notes] == [str(s["session_id"])], listener.seen
+    # A sign-in that notifies, rolled back: no notification, no event.
+    env.create(user, conn=conn, user_agent="Edge/1", ip=HOME)
+    conn.rollback()
+    assert listener.quiet(lambda p: p.get("user_agent") == "Edge/1", wait=0.6) == []
+    assert [r["user_agent"] for r in act.detected("new_device", user_id=user)] == [UA2]
+
+
 # == the operator =============================================================================
 
 
@@ -880,8 +904,9 @@ def test_an_update_takes_effect_at_the_next_call_on_open_connections(act):
         env.create(user, conn=issuer, user_agent=UA2, ip=HOME)
     act.set_rule("new_device", conn=operator, action="log")
     logged = env.create(user, conn=issuer, user_agent="Edge/1", ip=HOME)
-    assert [x["details"]["action"] for x in act.detected("new_device", user_id=user)] == [
-        "revoke", "log"]
+    # (The refused sign-in's event is written by a worker: its `at` may come later.)
+    assert sorted(x["details"]["action"] for x in act.detected("new_device", user_id=user)) == [
+        "log", "revoke"]
     assert_not_flagged(logged["access_token"])
 
     act.set_rule("session_device_changed", conn=operator, action="revoke")
@@ -1107,6 +1132,9 @@ def test_client_ip_from_the_proxy_header(act):
     env.refresh(s["refresh_token"], conn=conn, user_agent=UA, ip="192.0.2.99")
     conn.commit()
     assert recorded_ip(env, s) == "198.51.100.8"
+    six = headed_sign_in(env, _uid(), {"x-forwarded-for": "203.0.113.9,2001:db8::7"},
+                         ip="192.0.2.1")
+    assert recorded_ip(env, six) == "2001:db8::7"
     # Without a header, or with an unparsable one: no address.
     assert recorded_ip(env, headed_sign_in(env, _uid(), {}, ip="192.0.2.1")) is None
     assert recorded_ip(env, headed_sign_in(env, _uid(), {"x-forwarded-for": "unknown"},
@@ -1149,6 +1177,21 @@ def test_client_ip_from_the_argument_by_default(act):
     assert recorded_ip(env, s) == "192.0.2.1"
     assert env.pg.sql("show pg_session_auth.client_ip_source") == [("argument",)]
     assert env.pg.sql("show pg_session_auth.client_ip_header") == [("x-forwarded-for",)]
+
+
+@pytest.mark.parametrize("setting", ["track_activity", "log_rejections", "client_ip_source",
+                                     "client_ip_header"])
+def test_settings_are_for_superusers(act, setting):
+    """SUSET and superuser-only to read: key_admin may neither read nor set them (app_user
+    was granted pg_read_all_settings by the test cluster, so it may read them only)."""
+    conn = act.env.pg.connect(KEY_ADMIN)
+    with raises_sqlstate("42501"):
+        conn.execute(f"show pg_session_auth.{setting}")
+    value = {"track_activity": "off", "log_rejections": "on", "client_ip_source": "argument",
+             "client_ip_header": "x-real-ip"}[setting]
+    for who in (KEY_ADMIN, APP_USER, SIGNIN):
+        with raises_sqlstate("42501"):
+            act.env.pg.connect(who).execute(f"set pg_session_auth.{setting} = '{value}'")
 
 
 # == reauth_required ==========================================================================
@@ -1339,6 +1382,34 @@ def test_stats_without_shared_preload_are_the_connections_own(cluster_without_pr
     assert stats_of(b)["verifications"] == 1
 
 
+def test_failed_refreshes_without_preload_are_counted_per_backend(cluster_without_preload):
+    c = cluster_without_preload
+    admin = c.connect(KEY_ADMIN)
+    admin.execute("update auth.activity_rules set threshold = 2 "
+                  "where rule = 'failed_refreshes'")
+
+    def refuse(conn, ip):
+        with raises_sqlstate("28000", INVALID):
+            conn.execute("select * from auth.refresh_session('garbage', null, %s::inet)", [ip])
+
+    def events(ip):
+        return admin.execute("select count(*) from auth.audit_events where event = %s and "
+                             "details->>'rule' = 'failed_refreshes' and ip = %s::inet",
+                             [DETECTED, ip]).fetchone()[0]
+
+    spread = fresh_ip()
+    refuse(c.connect(KEY_ADMIN), spread)
+    refuse(c.connect(KEY_ADMIN), spread)
+    together = fresh_ip()
+    conn = c.connect(KEY_ADMIN)
+    refuse(conn, together)
+    refuse(conn, together)
+    deadline = time.monotonic() + 10
+    while events(together) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (events(together), events(spread)) == (1, 0)
+
+
 def test_track_activity_off_counts_nothing(act):
     env = act.env
     env.set_database("pg_session_auth.track_activity", "off")
@@ -1409,6 +1480,22 @@ def test_recent_rejections_name_reason_kid_and_only_verified_subjects(act):
     assert s["refresh_token"] not in json.dumps([str(v) for v in latest[0].values()])
 
 
+def test_recent_rejections_keep_the_last_512(act):
+    env = act.env
+    key = verification_key(act)
+    conn = env.pg.connect(AUTHENTICATOR)
+    bad = [forged(key) for _ in range(3)]
+    got = conn.execute("select count(*) filter (where public.try_verify(t) like '28000 %%') "
+                       "from generate_series(1, 200), unnest(%s::text[]) as t",
+                       [bad]).fetchone()[0]
+    assert got == 600
+    rows = all_rows(act.admin(), "select * from auth.recent_rejections()")
+    assert len(rows) == 512
+    assert {(r["kid"], r["reason"]) for r in rows} == {(key.kid, "bad signature")}
+    ats = [r["at"] for r in rows]
+    assert ats == sorted(ats, reverse=True)
+
+
 def test_recent_rejections_show_the_current_database_only(act):
     env = act.env
     env.pg.sql(f"drop database if exists {OTHER_DB} with (force)")
@@ -1476,7 +1563,7 @@ def test_my_activity_shows_the_users_flagged_sign_ins(act):
     conn = env.user(s2["access_token"])
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute("select * from auth.my_activity()")
-        assert [c.name for c in cur.description] == ACTIVITY_COLUMNS + ["flagged"]
+        assert [c.name for c in cur.description] == MY_ACTIVITY_COLUMNS
         mine = cur.fetchall()
     conn.commit()
     created = [(r["session_id"], sorted(r["flagged"])) for r in mine
