@@ -131,3 +131,25 @@ select pg_temp.try(format('select auth.refresh_session(%L)', :'refresh_2')) as c
        pg_temp.try_verify(:'session_token') as access_token;
 select event, details ->> 'cause' as cause from auth.audit_events
 where session_id = :'session_id' order by id;
+
+\echo '\n== 9. Unusual activity: rules in a table, acting as the event happens'
+select rule, action, enabled, threshold, period from auth.activity_rules order by rule;
+-- An app LISTENs to hear of new devices ("new sign-in from ..." mails).
+listen pg_session_auth_activity;
+select refresh_token as bob_refresh from auth.create_session('22222222-2222-4222-8222-222222222222',
+    '{}', 'demo-browser/1.0', '198.51.100.7') \gset
+select 1 as bob_signed_in_again
+from auth.create_session('22222222-2222-4222-8222-222222222222', '{}', 'demo-phone/2.0', '198.51.100.7');
+\echo 'a refresh from another user agent asks the session to step up (reauth_required):'
+select convert_from(decode(translate(split_part(access_token, '.', 2), '-_', '+/')
+           || repeat('=', (4 - length(split_part(access_token, '.', 2)) % 4) % 4), 'base64'), 'utf8')::jsonb
+           -> 'reauth_required' as reauth_required
+from auth.refresh_session(:'bob_refresh', 'curl/8.0', '198.51.100.7');
+select event, details ->> 'rule' as rule, details ->> 'action' as action, user_agent
+from auth.audit_events where event = 'activity_detected' order by id;
+\echo 'counters (cluster-wide with shared_preload_libraries) and the recent rejections:'
+select name, value from auth.stats()
+where name in ('cluster_wide', 'verifications', 'rejections', 'rejected.retired_key',
+               'sessions.created', 'sessions.refreshed', 'rules.new_device',
+               'rules.session_device_changed', 'rules.refresh_token_reused');
+select reason, kid, sub is not null as signature_was_good from auth.recent_rejections() limit 5;

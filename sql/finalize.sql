@@ -223,3 +223,20 @@ $$;
 create trigger activity_rules_run_as
     before insert or update on auth.activity_rules
     for each row execute function auth.activity_rule_written();
+
+-- A built-in rule is turned off, not deleted (the code evaluates it by name).
+create function auth.activity_rule_deleted() returns trigger
+    language plpgsql
+    set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if old.function is null then
+        raise exception 'built-in activity rule % cannot be deleted', old.rule
+            using errcode = '22023', hint = 'Set enabled = false to turn it off.';
+    end if;
+    return old;
+end
+$$;
+create trigger activity_rules_keep_built_in
+    before delete on auth.activity_rules
+    for each row execute function auth.activity_rule_deleted();

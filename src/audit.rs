@@ -1,10 +1,11 @@
 //! The audit trail: every committed session and key event, as a row of `auth.audit_events`.
 //!
 //! Events are written in the transaction they describe, so a rolled-back sign-in leaves no
-//! event; the one failure whose record must survive its own rollback — a refresh token
-//! reused after the interval (theft) — is recorded by the worker that ends the session
-//! (`durable.rs`). Nothing here ever holds token material or a secret: events carry
-//! the subject, the session, the network address, the user agent and small details.
+//! event; the events of failures, whose record must survive their own rollback — a refresh
+//! token reused after the interval (theft), a session or sign-in refused by a rule, a rule
+//! that fires on failures — are recorded by a background worker (`durable.rs`). Nothing here
+//! ever holds token material or a secret: events carry the subject, the session, the network
+//! address, the user agent and small details.
 
 use pgrx::{pg_sys, IntoDatum};
 use serde_json::Value;
