@@ -71,6 +71,33 @@ pub fn record(event: &'static str, details: Value) {
     );
 }
 
+/// [`record_for_session`] for each of `sessions`, in one statement.
+pub fn record_for_sessions(event: &'static str, sessions: &[[u8; 16]], details: Value) {
+    let Some((_, owner)) = owner_spi::relation_and_owner(AUDIT_TABLE) else {
+        return;
+    };
+    if sessions.is_empty() {
+        return;
+    }
+    let ids: Vec<pgrx::Uuid> = sessions
+        .iter()
+        .map(|id| pgrx::Uuid::from_bytes(*id))
+        .collect();
+    owner_spi::execute(
+        owner,
+        include_str!("queries/audit_record_for_sessions.sql"),
+        &[
+            text_arg(event),
+            (pg_sys::UUIDARRAYOID, ids.into_datum()),
+            (
+                pg_sys::OIDOID,
+                crate::pg::roles::current_user().into_datum(),
+            ),
+            text_arg(&details.to_string()),
+        ],
+    );
+}
+
 /// Records a complete event row (`activity::actions::events`): its `event`, `user_id`,
 /// `issuer`, `session_id`, `ip`, `user_agent` and `details`; `by` is the role acting (`None`:
 /// the current user).

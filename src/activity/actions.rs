@@ -34,9 +34,9 @@ pub fn events(event: &Event<'_>, fired: &[Fired]) -> Vec<Value> {
         .map(|fired| {
             json!({
                 "event": audit::event::ACTIVITY_DETECTED,
-                "user_id": event.user_id,
+                "user_id": (!event.user_id.is_empty()).then_some(event.user_id),
                 "issuer": event.issuer,
-                "session_id": crate::sessions::access_token::uuid_text(&event.session),
+                "session_id": event.session.as_ref().map(crate::sessions::access_token::uuid_text),
                 "ip": event.ip.map(|ip| ip.to_string()),
                 "user_agent": event.user_agent,
                 "details": {
@@ -60,9 +60,9 @@ pub fn notifications(event: &Event<'_>, fired: &[Fired]) -> Vec<String> {
                 "rule": fired.rule,
                 "action": fired.action.name(),
                 "event": event.kind,
-                "user_id": event.user_id,
+                "user_id": (!event.user_id.is_empty()).then_some(event.user_id),
                 "issuer": event.issuer,
-                "session_id": crate::sessions::access_token::uuid_text(&event.session),
+                "session_id": event.session.as_ref().map(crate::sessions::access_token::uuid_text),
                 "ip": event.ip.map(|ip| ip.to_string()),
                 "user_agent": event.user_agent,
                 "at": crate::pg::clock::now_unix_micros() as f64 / 1e6,

@@ -282,7 +282,7 @@ fn count_for_rules(memory: &Memory, refused: &Refused<'_>, at: i64) {
         },
         user_id: refused.subject.unwrap_or_default(),
         issuer: refused.issuer.unwrap_or_default(),
-        session: refused.session.unwrap_or_default(),
+        session: refused.session,
         ip: refused.ip,
         user_agent: None,
         previous_ip: None,
@@ -295,29 +295,8 @@ fn count_for_rules(memory: &Memory, refused: &Refused<'_>, at: i64) {
         signal: json!({ "count": count, "threshold": rule.threshold,
                         "period_seconds": rule.period / 1_000_000 }),
     }];
-    let mut events = actions::events(&event, &fired);
-    let mut notifications = actions::notifications(&event, &fired);
-    // No user, no session: the event says so rather than naming the empty string.
-    for row in events.iter_mut() {
-        if refused.subject.is_none() {
-            row["user_id"] = serde_json::Value::Null;
-        }
-        if refused.session.is_none() {
-            row["session_id"] = serde_json::Value::Null;
-        }
-    }
-    for payload in notifications.iter_mut() {
-        if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(payload) {
-            if refused.subject.is_none() {
-                value["user_id"] = serde_json::Value::Null;
-            }
-            if refused.session.is_none() {
-                value["session_id"] = serde_json::Value::Null;
-            }
-            value["count"] = json!(count);
-            *payload = value.to_string();
-        }
-    }
+    let events = actions::events(&event, &fired);
+    let notifications = actions::notifications(&event, &fired);
     crate::durable::write_independently(crate::durable::Writes {
         ending: None,
         events,

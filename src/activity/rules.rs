@@ -187,13 +187,17 @@ fn fire(rule: &Rule, signal: Value, fired: &mut Vec<Fired>) {
     });
 }
 
-/// A sign-in or refresh, as the rules see it.
+/// A sign-in or refresh (or a failure), as the rules see it.
+#[derive(Clone, Copy)]
 pub struct Event<'a> {
     /// `sign_in` or `refresh`.
     pub kind: &'static str,
+    /// Empty for a failure of no known user.
     pub user_id: &'a str,
     pub issuer: &'a str,
-    pub session: [u8; 16],
+    /// `None`: a sign-in refused before its session was created, or a failure of no known
+    /// session.
+    pub session: Option<[u8; 16]>,
     pub ip: Option<IpAddr>,
     pub user_agent: Option<&'a str>,
     pub previous_ip: Option<IpAddr>,
@@ -208,7 +212,7 @@ impl Event<'_> {
             "event": self.kind,
             "user_id": self.user_id,
             "issuer": self.issuer,
-            "session_id": crate::sessions::access_token::uuid_text(&self.session),
+            "session_id": self.session.as_ref().map(crate::sessions::access_token::uuid_text),
             "ip": self.ip.map(|ip| ip.to_string()),
             "user_agent": self.user_agent,
             "previous_ip": self.previous_ip.map(|ip| ip.to_string()),

@@ -86,6 +86,27 @@ pub(crate) fn revoke_session_id(session_id: [u8; 16], reason: &str) -> bool {
     insert_session(session_id, Some(reason))
 }
 
+/// Revokes every session of `sessions` (the ones a sign-out ended) in one statement.
+pub(crate) fn revoke_session_ids(sessions: &[[u8; 16]], reason: &str) {
+    if sessions.is_empty() {
+        return;
+    }
+    revocation::note_revocation_written();
+    let ids: Vec<pgrx::Uuid> = sessions
+        .iter()
+        .map(|id| pgrx::Uuid::from_bytes(*id))
+        .collect();
+    owner_spi::execute(
+        tables_owner(),
+        include_str!("../queries/revoke_sessions.sql"),
+        &[
+            (pg_sys::UUIDARRAYOID, ids.into_datum()),
+            reason_arg(Some(reason)),
+            lifetime_arg(),
+        ],
+    );
+}
+
 fn insert_session(session_id: [u8; 16], reason: Option<&str>) -> bool {
     revocation::note_revocation_written();
     let (_, rows) = owner_spi::modify(

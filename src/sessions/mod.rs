@@ -222,7 +222,7 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
         kind: "sign_in",
         user_id: &user_id,
         issuer: &issuer,
-        session,
+        session: Some(session),
         ip,
         user_agent: agent,
         previous_ip: None,
@@ -233,14 +233,15 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
     let strongest = actions::strongest(&fired);
     if strongest == Some(Action::Revoke) {
         // The sign-in is refused, so nothing of it is written here: the events say why.
-        let mut events = actions::events(&event, &fired);
-        events
-            .iter_mut()
-            .for_each(|row| row["session_id"] = Value::Null);
+        // Nothing of the sign-in is written here: no session exists to name.
+        let refused = Event {
+            session: None,
+            ..event
+        };
         durable::write_independently(Writes {
             ending: None,
-            events,
-            notifications: actions::notifications(&event, &fired),
+            events: actions::events(&refused, &fired),
+            notifications: actions::notifications(&refused, &fired),
         });
         refuse(refusal::SIGN_IN_REFUSED);
     }
@@ -458,7 +459,7 @@ pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> Toke
                 kind: "refresh",
                 user_id: &session.user_id,
                 issuer: &session.issuer,
-                session: id,
+                session: Some(id),
                 ip,
                 user_agent: agent,
                 previous_ip: session.ip,
@@ -598,7 +599,7 @@ fn ending(
 ) -> Outcome {
     let writes = Writes {
         ending: Some(durable::Ending {
-            session: event.session,
+            session: event.session.unwrap_or_default(),
             reason,
             event: event_name,
             details,
@@ -702,14 +703,12 @@ pub fn end_sessions(ending: Ending<'_>, reason: &str, details: Value) -> Vec<[u8
         "revoked" => audit::event::SESSION_REVOKED,
         _ => audit::event::SESSION_ENDED,
     };
-    for session in &ended {
-        crate::api::revocation::revoke_session_id(*session, reason);
-        let mut details = details.clone();
-        if let Value::Object(details) = &mut details {
-            details.insert("reason".into(), json!(reason));
-        }
-        audit::record_for_session(event, *session, details);
+    crate::api::revocation::revoke_session_ids(&ended, reason);
+    let mut details = details;
+    if let Value::Object(details) = &mut details {
+        details.insert("reason".into(), json!(reason));
     }
+    audit::record_for_sessions(event, &ended, details);
     ended
 }
 

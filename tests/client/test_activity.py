@@ -87,7 +87,7 @@ SIGN_IN_SIGNALS = ("new_device", "new_network", "too_many_sessions")
 REFRESH_SIGNALS = ("session_device_changed", "session_network_changed", "concurrent_networks")
 ACTIONS = ("log", "notify", "step_up", "revoke")
 PAYLOAD_KEYS = {"rule", "action", "event", "user_id", "issuer", "session_id", "ip",
-                "user_agent", "at"}
+                "user_agent", "at", "signal"}
 CUSTOM_EVENT_KEYS = {"event", "user_id", "issuer", "session_id", "ip", "user_agent",
                      "previous_ip", "previous_user_agent", "aal", "signals"}
 MY_ACTIVITY_COLUMNS = ["at", "event", "session_id", "ip", "user_agent", "details", "flagged"]
@@ -439,18 +439,12 @@ def test_sign_in_signal(act, rule, action):
         assert len(rows) == 1, rows
         notes = listener.wait_for(about(rule, user))
         assert len(notes) == 1, listener.seen
-        assert notes[0].get("session_id") is not None, notes[0]
-        sid = uuid.UUID(notes[0]["session_id"])
+        # No session was created: neither the notification nor the event names one.
         assert_payload(notes[0], rule=rule, action=action, event="sign_in", user_id=user,
-                       session_id=sid, ip=named["ip"], user_agent=named["user_agent"])
-        # No session came of it: the sign-in's own rows were rolled back.
-        assert "session_created" not in events_of(of_session(env, sid))
-        assert env.pg.sql("select count(*) from auth.sessions where id = %s "
-                          "and ended_at is null", [sid]) == [(0,)]
+                       session_id=None, ip=named["ip"], user_agent=named["user_agent"])
         assert env.pg.sql("select count(*) from auth.sessions where user_id = %s "
                           "and ended_at is null", [user]) == [(active,)]
-        # The event names the session the notification names.
-        assert_detected(rows[0], rule=rule, action=action, user_id=user, session_id=sid,
+        assert_detected(rows[0], rule=rule, action=action, user_id=user, session_id=None,
                         ip=named["ip"], user_agent=named["user_agent"])
         return
 
@@ -565,6 +559,32 @@ def test_refresh_signal(act, rule, action):
         assert act.reauth_flag(sid) is False
 
 
+def test_revoke_in_a_transaction_that_already_rotated_the_session(act):
+    """The caller's transaction holds the session row (it refreshed first): the revocation,
+    written in a transaction of its own, must still take effect — no hang — and persist after
+    the rollback."""
+    env = act.env
+    act.set_rule("session_device_changed", action="revoke")
+    s = env.create(_uid(), user_agent=UA, ip=HOME)
+    watcher = env.pg.connect(AUTHENTICATOR)
+    assert verdict(watcher, s["access_token"]) == OK
+    conn = env.anon(autocommit=False)
+    r = env.refresh(s["refresh_token"], conn=conn, user_agent=UA, ip=HOME)
+    started = time.monotonic()
+    with raises_sqlstate("28000", REVOKED_REFRESH):
+        env.refresh(r["refresh_token"], conn=conn, user_agent="Firefox/131", ip=HOME)
+    assert time.monotonic() - started < 10
+    assert is_refused(verdict(watcher, s["access_token"]))
+    conn.rollback()
+    assert is_refused(verdict(watcher, s["access_token"]))
+    deadline = time.monotonic() + 10
+    while env.row(s["session_id"])["ended_at"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert env.row(s["session_id"])["ended_at"] is not None
+    env.refresh_refused(s["refresh_token"], ENDED)
+    assert len(act.wait_detected("session_device_changed", user_id=s["user_id"])) == 1
+
+
 # == the built-in signals' conditions =========================================================
 
 
@@ -594,6 +614,21 @@ def test_new_device_only_for_a_user_agent_never_seen_for_the_user(act):
     assert [r["user_agent"] for r in act.detected("new_device", user_id=user)] == [UA2, "Edge/1"]
 
 
+def test_sign_in_history_is_per_issuer(act):
+    """The same sub at another issuer is another user: its first sign-in there knows nothing
+    yet, and its sessions there do not count towards too_many_sessions here."""
+    env = act.env
+    act.set_rule("too_many_sessions", threshold=2)
+    user = _uid()
+    env.set_database("pg_session_auth.issuer", "https://a.example")
+    assert sign_ins(act, user, (UA, HOME), (UA, HOME)) == [[], []]
+    env.set_database("pg_session_auth.issuer", "https://b.example")
+    assert sign_ins(act, user, (UA2, AWAY), (UA2, AWAY)) == [[], []]
+    assert sign_ins(act, user, (UA2, AWAY)) == [["too_many_sessions"]]
+    rows = act.detected("too_many_sessions", user_id=user)
+    assert [r["issuer"] for r in rows] == ["https://b.example"], rows
+
+
 def test_new_network_groups_ipv4_by_24(act):
     user = _uid()
     assert sign_ins(act, user, (UA, "192.0.2.10"), (UA, "192.0.2.200"), (UA, "192.0.3.10"),
@@ -617,8 +652,11 @@ def test_new_network_with_a_changed_prefix(act):
                     (UA, "2001:db8:1:1::1"), (UA, "2001:db8:1:1:ffff::1"),
                     (UA, "2001:db8:1:2::1")) == [
         [], [], ["new_network"], ["new_network"], [], ["new_network"]]
+    # Networks are remembered under the prefixes in force when seen: after a change, the first
+    # sign-in from each network counts as new once (README).
     act.set_rule("new_network", ipv4_prefix=32)
-    assert sign_ins(act, user, (UA, "192.0.2.10"), (UA, "192.0.2.11")) == [[], ["new_network"]]
+    assert sign_ins(act, user, (UA, "192.0.2.10"), (UA, "192.0.2.10"), (UA, "192.0.2.11")) == [
+        ["new_network"], [], ["new_network"]]
 
 
 def last_refreshed(act, s) -> dict:
@@ -699,11 +737,11 @@ def test_too_many_sessions_counts_within_its_period(act):
 # == failure signals ==========================================================================
 
 
-def refuse_from(act, ip: str, count: int, fresh_connections: bool = True) -> None:
+def refuse_from(act, ip: str, count: int) -> None:
     """`count` refresh refusals (`invalid refresh token`) from `ip`, each on its own
     connection (a pool's connections: counted across backends)."""
     for i in range(count):
-        conn = act.env.anon() if fresh_connections else act.env.cached("anon")
+        conn = act.env.anon()
         with raises_sqlstate("28000", INVALID):
             act.env.refresh(f"not-a-refresh-token-{i}", conn=conn, user_agent="Bot/1", ip=ip)
 
@@ -738,8 +776,8 @@ def test_failed_refreshes_from_one_address(act, action):
         assert len(notes) == 1, listener.seen
         assert_payload(notes[0], rule="failed_refreshes", action="notify", event=None,
                        user_id=None, session_id=None, ip=ip,
-                       user_agent=notes[0]["user_agent"], extra_keys=("count",))
-        assert notes[0]["count"] == 3, notes[0]
+                       user_agent=notes[0]["user_agent"])
+        assert notes[0]["signal"]["count"] == 3, notes[0]
         assert listener.quiet(about("failed_refreshes", ip=ip), wait=0.3) == notes
 
 
@@ -855,7 +893,7 @@ def test_refresh_token_reused_revokes_and_survives_the_thiefs_rollback(act):
 
 
 def test_notification_payload_members(act):
-    """Exactly the documented members: failed_refreshes adds "count", nothing else does."""
+    """Exactly the documented members; a failure rule's signal holds its count."""
     act.set_rule("failed_refreshes", action="notify", threshold=1)
     listener = act.listener()
     user = _uid()
@@ -867,7 +905,9 @@ def test_notification_payload_members(act):
     failed = listener.wait_for(about("failed_refreshes", ip=ip))
     assert len(device) == 1 and len(failed) == 1, listener.seen
     assert sorted(device[0]) == sorted(PAYLOAD_KEYS), device[0]
-    assert sorted(failed[0]) == sorted(PAYLOAD_KEYS | {"count"}), failed[0]
+    assert sorted(failed[0]) == sorted(PAYLOAD_KEYS), failed[0]
+    assert failed[0]["signal"]["count"] == 1 and failed[0]["signal"]["threshold"] == 1, failed[0]
+    assert device[0]["signal"] == {"user_agent": UA2}, device[0]
 
 
 def test_notify_is_delivered_at_commit_and_not_after_a_rollback(act):
@@ -1214,12 +1254,15 @@ STATS_TAIL = [
     "refresh_refused.refresh_token_reused", "refresh_refused.unusual_activity",
     "keyring_cache.hits", "keyring_cache.misses", "revocation_cache.hits",
     "revocation_cache.misses", "signing_key_cache.hits", "signing_key_cache.misses",
+    "activity_rules_cache.hits", "activity_rules_cache.misses",
     "revocation_filter.hits", "revocation_filter.misses", "sessions.created",
     "sessions.refreshed", "sessions.ended",
 ]
 
 
 def assert_stats_shape(rows: list[tuple[str, int]]) -> None:
+    assert rows[0] == ("cluster_wide", 1), rows  # this module's cluster preloads the library
+    rows = rows[1:]
     names = [n for n, _ in rows]
     assert names[:2] == ["verifications", "rejections"], names
     rejected = [n for n in names[2:] if n.startswith("rejected.")]
@@ -1532,8 +1575,9 @@ def test_log_rejections_writes_a_log_line_without_the_token(act):
     old = expired(key, "logged-user", sid)
     assert verdict(conn, bad) == "28000 invalid token: bad signature"
     assert verdict(conn, old) == "28000 invalid token: expired"
-    wanted = [f"pg_session_auth: rejected: reason=bad signature kid={key.kid} sub=-",
-              f"pg_session_auth: rejected: reason=expired kid={key.kid} sub=logged-user"]
+    # Text from the token is quoted and escaped; "-" when there is none.
+    wanted = [f'pg_session_auth: rejected: reason=bad signature kid="{key.kid}" sub=-',
+              f'pg_session_auth: rejected: reason=expired kid="{key.kid}" sub="logged-user"']
     deadline = time.monotonic() + 5
     while True:
         log = env.pg.server_log()
