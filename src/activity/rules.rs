@@ -207,7 +207,7 @@ pub struct Event<'a> {
 
 impl Event<'_> {
     /// The event as a custom rule receives it.
-    pub fn to_json(&self, signals: &[Fired]) -> Value {
+    pub fn as_custom_rule_argument(&self, signals: &[Fired]) -> Value {
         json!({
             "event": self.kind,
             "user_id": self.user_id,
@@ -341,7 +341,7 @@ fn custom_rules(rules: &Rules, event: &Event<'_>, fired: &mut Vec<Fired>) {
     if !rules.any_custom() {
         return;
     }
-    let argument = event.to_json(fired).to_string();
+    let argument = event.as_custom_rule_argument(fired).to_string();
     for rule in rules.custom() {
         let Some((call, run_as)) = rule.custom else {
             continue;
