@@ -100,18 +100,16 @@ pub fn record_for_sessions(event: &'static str, sessions: &[[u8; 16]], details: 
 
 /// Records a complete event row (`activity::actions::events`): its `event`, `user_id`,
 /// `issuer`, `session_id`, `ip`, `user_agent` and `details`; `by` is the role acting (`None`:
-/// the current user).
-pub fn record_row(row: &Value, by: Option<pg_sys::Oid>) {
-    let Some((_, owner)) = owner_spi::relation_and_owner(AUDIT_TABLE) else {
-        return;
-    };
+/// the current user). Returns the event's id.
+pub fn record_row(row: &Value, by: Option<pg_sys::Oid>) -> Option<i64> {
+    let (_, owner) = owner_spi::relation_and_owner(AUDIT_TABLE)?;
     let text = |name: &str| (pg_sys::TEXTOID, row[name].as_str().into_datum());
     let session = row["session_id"]
         .as_str()
         .and_then(pg_session_auth_core::identity::parse_uuid);
     let ip = row["ip"].as_str().map(|ip| pgrx::Inet(ip.to_owned()));
     let by = by.unwrap_or_else(crate::pg::roles::current_user);
-    owner_spi::execute(
+    owner_spi::modify(
         owner,
         include_str!("queries/audit_record_row.sql"),
         &[
@@ -124,7 +122,12 @@ pub fn record_row(row: &Value, by: Option<pg_sys::Oid>) {
             text_arg(&row["details"].to_string()),
             (pg_sys::OIDOID, by.into_datum()),
         ],
-    );
+        |row| row.get::<i64>(0),
+    )
+    .1
+    .into_iter()
+    .next()
+    .flatten()
 }
 
 /// What the caller of an event presented: their address and user agent (`None`: the

@@ -67,15 +67,13 @@ pub struct Ending {
 #[derive(Default)]
 pub struct Writes {
     pub ending: Option<Ending>,
-    /// Complete `auth.audit_events` rows (see [`crate::audit::record_row`]).
+    /// `activity_detected` rows, each with its notification (`activity::actions::events`).
     pub events: Vec<Value>,
-    /// Payloads for the `pg_session_auth_activity` channel.
-    pub notifications: Vec<String>,
 }
 
 impl Writes {
     fn is_empty(&self) -> bool {
-        self.ending.is_none() && self.events.is_empty() && self.notifications.is_empty()
+        self.ending.is_none() && self.events.is_empty()
     }
 
     fn to_json(&self) -> Value {
@@ -90,7 +88,6 @@ impl Writes {
             })),
             "by": crate::pg::roles::current_user().to_u32(),
             "events": self.events,
-            "notifications": self.notifications,
         })
     }
 }
@@ -202,12 +199,7 @@ pub extern "C-unwind" fn pg_session_auth_write_independently(argument: pg_sys::D
             );
         }
         for event in first["events"].as_array().into_iter().flatten() {
-            crate::audit::record_row(event, by);
-        }
-        for payload in first["notifications"].as_array().into_iter().flatten() {
-            if let Some(payload) = payload.as_str() {
-                crate::activity::actions::notify(payload);
-            }
+            crate::activity::actions::record_and_notify(event, by);
         }
     });
     crate::pg::compat::deliver_notifications_sent_by_worker();

@@ -27,16 +27,23 @@ pub fn flagged(fired: &[Fired]) -> Vec<&str> {
     fired.iter().map(|fired| fired.rule.as_str()).collect()
 }
 
-/// The `activity_detected` rows of the rules that fired on `event`.
+/// The `activity_detected` rows of the rules that fired on `event`; the row of a rule whose
+/// action notifies also holds its notification (`notify`), sent once the row is recorded
+/// ([`record_and_notify`]).
 pub fn events(event: &Event<'_>, fired: &[Fired]) -> Vec<Value> {
+    let user_id = (!event.user_id.is_empty()).then_some(event.user_id);
+    let session_id = event
+        .session
+        .as_ref()
+        .map(crate::sessions::access_token::uuid_text);
     fired
         .iter()
         .map(|fired| {
             json!({
                 "event": audit::event::ACTIVITY_DETECTED,
-                "user_id": (!event.user_id.is_empty()).then_some(event.user_id),
+                "user_id": user_id,
                 "issuer": event.issuer,
-                "session_id": event.session.as_ref().map(crate::sessions::access_token::uuid_text),
+                "session_id": session_id,
                 "ip": event.ip.map(|ip| ip.to_string()),
                 "user_agent": event.user_agent,
                 "details": {
@@ -45,42 +52,39 @@ pub fn events(event: &Event<'_>, fired: &[Fired]) -> Vec<Value> {
                     "on": event.kind,
                     "signal": fired.signal,
                 },
+                // Any role can LISTEN on any channel: the payload names the event, the user
+                // and the session, not the address or the device — those are read from
+                // auth.audit_events by its id.
+                "notify": fired.action.notifies().then(|| json!({
+                    "rule": fired.rule,
+                    "action": fired.action.name(),
+                    "event": event.kind,
+                    "user_id": user_id,
+                    "issuer": event.issuer,
+                    "session_id": session_id,
+                    "at": crate::pg::clock::now_unix_micros() as f64 / 1e6,
+                })),
             })
         })
         .collect()
 }
 
-/// The notifications of the rules that fired on `event` with an action that notifies.
-pub fn notifications(event: &Event<'_>, fired: &[Fired]) -> Vec<String> {
-    fired
-        .iter()
-        .filter(|fired| fired.action.notifies())
-        .map(|fired| {
-            json!({
-                "rule": fired.rule,
-                "action": fired.action.name(),
-                "event": event.kind,
-                "user_id": (!event.user_id.is_empty()).then_some(event.user_id),
-                "issuer": event.issuer,
-                "session_id": event.session.as_ref().map(crate::sessions::access_token::uuid_text),
-                "ip": event.ip.map(|ip| ip.to_string()),
-                "user_agent": event.user_agent,
-                "at": crate::pg::clock::now_unix_micros() as f64 / 1e6,
-                "signal": fired.signal,
-            })
-            .to_string()
-        })
-        .collect()
-}
-
-/// Records the events and sends the notifications of the rules that fired, in the caller's
-/// transaction.
+/// Records the events of the rules that fired, and sends their notifications, in the
+/// caller's transaction.
 pub fn record(event: &Event<'_>, fired: &[Fired]) {
     for row in events(event, fired) {
-        audit::record_row(&row, None);
+        record_and_notify(&row, None);
     }
-    for payload in notifications(event, fired) {
-        notify(&payload);
+}
+
+/// Records one row of [`events`] (by `by`; `None`: the current user) and sends its
+/// notification, naming the recorded event's id.
+pub fn record_and_notify(row: &Value, by: Option<pgrx::pg_sys::Oid>) {
+    let id = audit::record_row(row, by);
+    if let Value::Object(payload) = &row["notify"] {
+        let mut payload = payload.clone();
+        payload.insert("audit_event_id".into(), json!(id));
+        notify(&Value::Object(payload).to_string());
     }
 }
 

@@ -296,11 +296,9 @@ fn count_for_rules(memory: &Memory, refused: &Refused<'_>, at: i64) {
                         "period_seconds": rule.period / 1_000_000 }),
     }];
     let events = actions::events(&event, &fired);
-    let notifications = actions::notifications(&event, &fired);
     crate::durable::write_independently(crate::durable::Writes {
         ending: None,
         events,
-        notifications,
     });
 }
 

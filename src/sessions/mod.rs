@@ -241,7 +241,6 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
         durable::write_independently(Writes {
             ending: None,
             events: actions::events(&refused, &fired),
-            notifications: actions::notifications(&refused, &fired),
         });
         refuse(refusal::SIGN_IN_REFUSED);
     }
@@ -607,7 +606,6 @@ fn ending(
             user_agent: event.user_agent.map(str::to_owned),
         }),
         events: actions::events(event, fired),
-        notifications: actions::notifications(event, fired),
     };
     Outcome::Ends {
         reason,

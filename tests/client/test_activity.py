@@ -86,8 +86,9 @@ RULE_COLUMNS = ["rule", "action", "enabled", "threshold", "period", "ipv4_prefix
 SIGN_IN_SIGNALS = ("new_device", "new_network", "too_many_sessions")
 REFRESH_SIGNALS = ("session_device_changed", "session_network_changed", "concurrent_networks")
 ACTIONS = ("log", "notify", "step_up", "revoke")
-PAYLOAD_KEYS = {"rule", "action", "event", "user_id", "issuer", "session_id", "ip",
-                "user_agent", "at", "signal"}
+# No address or device: any role may LISTEN; they are read from the event it names.
+PAYLOAD_KEYS = {"rule", "action", "event", "user_id", "issuer", "session_id", "at",
+                "audit_event_id"}
 CUSTOM_EVENT_KEYS = {"event", "user_id", "issuer", "session_id", "ip", "user_agent",
                      "previous_ip", "previous_user_agent", "aal", "signals"}
 MY_ACTIVITY_COLUMNS = ["at", "event", "session_id", "ip", "user_agent", "details", "flagged"]
@@ -189,9 +190,14 @@ class Act:
         return self.env.row(session_id)["reauth_required"]
 
 
+# The cluster of the current test (assert_payload reads the event a notification names).
+CURRENT_CLUSTER: list = [None]
+
+
 @pytest.fixture
 def act(env, installed_rules):
     restore_rules(env.pg)
+    CURRENT_CLUSTER[0] = env.pg
     return Act(env)
 
 
@@ -228,10 +234,16 @@ class Listener:
         return [p for p in self.seen if match(p)]
 
 
+def event_ip(payload: dict) -> str | None:
+    """The address of the event a notification names (payloads carry none)."""
+    rows = CURRENT_CLUSTER[0].sql("select host(ip) from auth.audit_events where id = %s",
+                                  [payload.get("audit_event_id")])
+    return rows[0][0] if rows else None
+
+
 def about(rule: str, user_id=None, ip=None):
     if ip is not None:
-        return lambda p: p.get("rule") == rule and isinstance(p.get("ip"), str) \
-            and ip_text(p["ip"]) == ip
+        return lambda p: p.get("rule") == rule and event_ip(p) == ip_text(ip)
     return lambda p: p.get("rule") == rule and p.get("user_id") == user_id
 
 
@@ -252,18 +264,25 @@ def assert_detected(row: dict, *, rule: str, action: str, user_id, session_id, i
 
 def assert_payload(payload: dict, *, rule: str, action: str, event: str | None, user_id,
                    session_id, ip, user_agent, issuer: str = "", extra_keys=()) -> None:
+    """The payload's members, and (through ``audit_event_id``, read as postgres from the
+    cluster of the last Act) the address and user agent of the event it names."""
     # The documented members (test_notification_payload_members checks there are no others).
     assert PAYLOAD_KEYS | set(extra_keys) <= set(payload), payload
     expected = {"rule": rule, "action": action, "user_id": user_id, "issuer": issuer,
-                "session_id": None if session_id is None else str(session_id), "ip": ip,
-                "user_agent": user_agent}
+                "session_id": None if session_id is None else str(session_id)}
     if event is not None:
         expected["event"] = event
     actual = {k: payload[k] for k in expected}
-    if isinstance(actual["ip"], str):
-        actual["ip"] = ip_text(actual["ip"])
     wrong = {k: (actual[k], expected[k]) for k in expected if actual[k] != expected[k]}
     assert not wrong, f"(actual, expected) by field: {wrong}; payload: {payload}"
+    assert isinstance(payload["audit_event_id"], int), payload
+    named = CURRENT_CLUSTER[0].sql(
+        "select event, details ->> 'rule', host(ip), user_agent from auth.audit_events "
+        "where id = %s", [payload["audit_event_id"]])
+    assert len(named) == 1, payload
+    got_event, got_rule, got_ip, got_agent = named[0]
+    assert (got_event, got_rule) == (DETECTED, rule), named
+    assert (got_ip, got_agent) == (None if ip is None else ip_text(ip), user_agent), named
     assert payload["at"], payload
 
 
@@ -776,8 +795,10 @@ def test_failed_refreshes_from_one_address(act, action):
         assert len(notes) == 1, listener.seen
         assert_payload(notes[0], rule="failed_refreshes", action="notify", event=None,
                        user_id=None, session_id=None, ip=ip,
-                       user_agent=notes[0]["user_agent"])
-        assert notes[0]["signal"]["count"] == 3, notes[0]
+                       user_agent=None)
+        signal = act.pg.sql("select details -> 'signal' from auth.audit_events where id = %s",
+                            [notes[0]["audit_event_id"]])[0][0]
+        assert signal["count"] == 3, signal
         assert listener.quiet(about("failed_refreshes", ip=ip), wait=0.3) == notes
 
 
@@ -840,7 +861,8 @@ def test_use_after_sign_out(act, action):
                                               str(s2["session_id"])), notes[0]
         assert_payload(notes[0], rule="use_after_sign_out", action="notify", event=None,
                        user_id=user, session_id=notes[0]["session_id"],
-                       ip=ip_text(notes[0]["ip"]), user_agent=notes[0]["user_agent"])
+                       # A rejected token is recorded with the request's address.
+                       ip="127.0.0.1", user_agent=None)
 
 
 def test_use_after_sign_out_counts_within_its_period_and_per_subject(act):
@@ -906,8 +928,11 @@ def test_notification_payload_members(act):
     assert len(device) == 1 and len(failed) == 1, listener.seen
     assert sorted(device[0]) == sorted(PAYLOAD_KEYS), device[0]
     assert sorted(failed[0]) == sorted(PAYLOAD_KEYS), failed[0]
-    assert failed[0]["signal"]["count"] == 1 and failed[0]["signal"]["threshold"] == 1, failed[0]
-    assert device[0]["signal"] == {"user_agent": UA2}, device[0]
+    # The address and device are in the event the payload names, not in the payload.
+    assert UA2 not in json.dumps(device[0]) and ip not in json.dumps(failed[0])
+    signal = act.pg.sql("select details -> 'signal' from auth.audit_events where id = %s",
+                        [failed[0]["audit_event_id"]])[0][0]
+    assert signal["count"] == 1 and signal["threshold"] == 1, signal
 
 
 def test_notify_is_delivered_at_commit_and_not_after_a_rollback(act):
