@@ -14,7 +14,7 @@ create table auth.activity_rules (
     action text not null check (action in ('log', 'notify', 'step_up', 'revoke')),
     enabled boolean not null default true,
     threshold integer check (threshold > 0),
-    period interval check (period > interval '0'),
+    period interval check (period > interval '0' and period <= interval '1 year'),
     ipv4_prefix smallint not null default 24 check (ipv4_prefix between 0 and 32),
     ipv6_prefix smallint not null default 48 check (ipv6_prefix between 0 and 128),
     -- A custom rule: auth calls it with the event; true means the rule fires.
@@ -42,24 +42,25 @@ create table auth.activity_rules (
                'use_after_sign_out')))
 );
 comment on table auth.activity_rules is 'Detection rules of pg_session_auth, evaluated at sign-in and refresh: action log, notify, step_up or revoke; thresholds; custom rules as functions (event jsonb) returns boolean.';
-insert into auth.activity_rules (rule, action, threshold, period, description) values
-    ('refresh_token_reused', 'revoke', null, null,
+insert into auth.activity_rules (rule, action, threshold, period, ipv4_prefix, ipv6_prefix,
+                                 description) values
+    ('refresh_token_reused', 'revoke', null, null, 24, 48,
      'A superseded refresh token presented after the reuse interval (theft): the session ends.'),
-    ('new_device', 'notify', null, null,
+    ('new_device', 'notify', null, null, 24, 48,
      'A sign-in with a user agent never seen for the user.'),
-    ('new_network', 'log', null, null,
+    ('new_network', 'log', null, null, 24, 48,
      'A sign-in from a network (/ipv4_prefix, /ipv6_prefix) the user never signed in from.'),
-    ('session_device_changed', 'step_up', null, null,
+    ('session_device_changed', 'step_up', null, null, 24, 48,
      'A refresh with another user agent than the session''s last one.'),
-    ('session_network_changed', 'log', null, null,
+    ('session_network_changed', 'log', null, null, 24, 48,
      'A refresh from another network than the session''s last one.'),
-    ('too_many_sessions', 'notify', 10, interval '1 hour',
+    ('too_many_sessions', 'notify', 10, interval '1 hour', 24, 48,
      'More than threshold sessions created for one user within period.'),
-    ('failed_refreshes', 'log', 10, interval '5 minutes',
-     'threshold invalid refresh tokens from one address within period.'),
-    ('concurrent_networks', 'step_up', null, interval '1 minute',
+    ('failed_refreshes', 'log', 10, interval '5 minutes', 32, 64,
+     'threshold invalid refresh tokens from one network (/ipv4_prefix, /ipv6_prefix: by default one address, one /64) within period.'),
+    ('concurrent_networks', 'step_up', null, interval '1 minute', 24, 48,
      'A session refreshed from another network less than period after its last refresh.'),
-    ('use_after_sign_out', 'notify', 3, interval '10 minutes',
+    ('use_after_sign_out', 'notify', 3, interval '10 minutes', 24, 48,
      'threshold revoked tokens of one subject presented within period.');
 revoke all on table auth.activity_rules from public;
 grant select, insert, update, delete on table auth.activity_rules to session_auth_admin;

@@ -1,5 +1,20 @@
 -- Tables and roles of pg_session_auth. Runs before the generated function definitions.
 
+-- The extension's schema must be a superuser's: whoever owns it could rename it and put tables
+-- of their own where the extension looks for its keys, revocations and rules. CREATE EXTENSION
+-- adopts an `auth` schema that exists already; one of another role is refused.
+do $$
+begin
+    if not exists (select from pg_catalog.pg_namespace as n
+                   join pg_catalog.pg_roles as r on r.oid operator(pg_catalog.=) n.nspowner
+                   where n.nspname operator(pg_catalog.=) 'auth' and r.rolsuper) then
+        raise exception 'schema auth must be owned by a superuser'
+            using errcode = '42501',
+                  hint = 'Drop that schema, or make a superuser its owner (ALTER SCHEMA auth OWNER TO ...), first.';
+    end if;
+end
+$$;
+
 -- Members of session_auth_admin manage keys, revocations and sessions without being
 -- superusers; members of session_auth_issuer sign tokens and start sessions (an app's
 -- sign-in code, once it has checked the credentials). Roles are cluster-wide: DROP EXTENSION

@@ -178,12 +178,16 @@ alter table auth.activity_rules enable replica trigger activity_rules_invalidate
 
 -- A custom rule's function takes the event and says whether the rule fires; it runs with
 -- the rights of the role that wrote the row (a superuser, e.g. restoring a dump, may name
--- another), which must be allowed to execute it. Inserting a built-in rule that exists (a
--- restore does) sets its action and thresholds instead.
+-- another), which must own the function (or have its owner's privileges): whoever can
+-- replace the function's body can act with no rights beyond their own. Inserting a built-in
+-- rule that exists (a restore does) sets its action and thresholds instead.
 create function auth.activity_rule_written() returns trigger
     language plpgsql
     set search_path = pg_catalog, pg_temp
 as $$
+declare
+    writer oid := (select r.oid from pg_catalog.pg_roles as r
+                   where r.rolname operator(pg_catalog.=) current_user);
 begin
     if tg_op operator(pg_catalog.=) 'INSERT' and new.function is null and exists (
         select from auth.activity_rules as r
@@ -194,6 +198,11 @@ begin
             description = new.description
         where r.rule operator(pg_catalog.=) new.rule;
         return null;
+    end if;
+    if new.run_as is null or not exists (
+        select from pg_catalog.pg_roles as r
+        where r.oid operator(pg_catalog.=) writer and r.rolsuper) then
+        new.run_as := writer::pg_catalog.regrole;
     end if;
     if new.function is not null then
         if not exists (
@@ -206,16 +215,19 @@ begin
             raise exception 'the function of an activity rule takes (event jsonb) and returns boolean'
                 using errcode = '22023';
         end if;
-    end if;
-    if new.run_as is null or not exists (
-        select from pg_catalog.pg_roles as r
-        where r.rolname operator(pg_catalog.=) current_user and r.rolsuper) then
-        new.run_as := current_user::pg_catalog.regrole;
-    end if;
-    if new.function is not null and not pg_catalog.has_function_privilege(
-        new.run_as::pg_catalog.oid, new.function::pg_catalog.oid, 'execute') then
-        raise exception 'permission denied to run % for an activity rule', new.function
-            using errcode = '42501';
+        -- (A disabled rule never runs: it may always be turned off.)
+        if new.enabled and not exists (
+            select from pg_catalog.pg_proc as p
+            where p.oid operator(pg_catalog.=) new.function::pg_catalog.oid
+              and pg_catalog.pg_has_role(new.run_as::pg_catalog.oid, p.proowner, 'USAGE')) then
+            raise exception 'the function of an activity rule must be owned by the role it runs as (%)', new.run_as
+                using errcode = '42501';
+        end if;
+        if new.enabled and not pg_catalog.has_function_privilege(
+            new.run_as::pg_catalog.oid, new.function::pg_catalog.oid, 'execute') then
+            raise exception 'permission denied to run % for an activity rule', new.function
+                using errcode = '42501';
+        end if;
     end if;
     return new;
 end

@@ -6,6 +6,21 @@
 
 \echo Use "ALTER EXTENSION pg_session_auth UPDATE" to load this file. \quit
 
+-- The extension's schema must be a superuser's: whoever owns it could rename it and put tables
+-- of their own where the extension looks for its keys, revocations and rules. An install into
+-- a schema `auth` of another role (which CREATE EXTENSION adopted) is not updated.
+do $$
+begin
+    if not exists (select from pg_catalog.pg_namespace as n
+                   join pg_catalog.pg_roles as r on r.oid operator(pg_catalog.=) n.nspowner
+                   where n.nspname operator(pg_catalog.=) 'auth' and r.rolsuper) then
+        raise exception 'schema auth must be owned by a superuser'
+            using errcode = '42501',
+                  hint = 'Drop that schema, or make a superuser its owner (ALTER SCHEMA auth OWNER TO ...), first.';
+    end if;
+end
+$$;
+
 -- As sql/activity.sql.
 
 -- A rule asked the session to step up: its access tokens carry "reauth_required": true until
@@ -21,7 +36,7 @@ create table auth.activity_rules (
     action text not null check (action in ('log', 'notify', 'step_up', 'revoke')),
     enabled boolean not null default true,
     threshold integer check (threshold > 0),
-    period interval check (period > interval '0'),
+    period interval check (period > interval '0' and period <= interval '1 year'),
     ipv4_prefix smallint not null default 24 check (ipv4_prefix between 0 and 32),
     ipv6_prefix smallint not null default 48 check (ipv6_prefix between 0 and 128),
     -- A custom rule: auth calls it with the event; true means the rule fires.
@@ -49,24 +64,25 @@ create table auth.activity_rules (
                'use_after_sign_out')))
 );
 comment on table auth.activity_rules is 'Detection rules of pg_session_auth, evaluated at sign-in and refresh: action log, notify, step_up or revoke; thresholds; custom rules as functions (event jsonb) returns boolean.';
-insert into auth.activity_rules (rule, action, threshold, period, description) values
-    ('refresh_token_reused', 'revoke', null, null,
+insert into auth.activity_rules (rule, action, threshold, period, ipv4_prefix, ipv6_prefix,
+                                 description) values
+    ('refresh_token_reused', 'revoke', null, null, 24, 48,
      'A superseded refresh token presented after the reuse interval (theft): the session ends.'),
-    ('new_device', 'notify', null, null,
+    ('new_device', 'notify', null, null, 24, 48,
      'A sign-in with a user agent never seen for the user.'),
-    ('new_network', 'log', null, null,
+    ('new_network', 'log', null, null, 24, 48,
      'A sign-in from a network (/ipv4_prefix, /ipv6_prefix) the user never signed in from.'),
-    ('session_device_changed', 'step_up', null, null,
+    ('session_device_changed', 'step_up', null, null, 24, 48,
      'A refresh with another user agent than the session''s last one.'),
-    ('session_network_changed', 'log', null, null,
+    ('session_network_changed', 'log', null, null, 24, 48,
      'A refresh from another network than the session''s last one.'),
-    ('too_many_sessions', 'notify', 10, interval '1 hour',
+    ('too_many_sessions', 'notify', 10, interval '1 hour', 24, 48,
      'More than threshold sessions created for one user within period.'),
-    ('failed_refreshes', 'log', 10, interval '5 minutes',
-     'threshold invalid refresh tokens from one address within period.'),
-    ('concurrent_networks', 'step_up', null, interval '1 minute',
+    ('failed_refreshes', 'log', 10, interval '5 minutes', 32, 64,
+     'threshold invalid refresh tokens from one network (/ipv4_prefix, /ipv6_prefix: by default one address, one /64) within period.'),
+    ('concurrent_networks', 'step_up', null, interval '1 minute', 24, 48,
      'A session refreshed from another network less than period after its last refresh.'),
-    ('use_after_sign_out', 'notify', 3, interval '10 minutes',
+    ('use_after_sign_out', 'notify', 3, interval '10 minutes', 24, 48,
      'threshold revoked tokens of one subject presented within period.');
 revoke all on table auth.activity_rules from public;
 grant select, insert, update, delete on table auth.activity_rules to session_auth_admin;
@@ -158,12 +174,16 @@ alter table auth.activity_rules enable replica trigger activity_rules_invalidate
 
 -- A custom rule's function takes the event and says whether the rule fires; it runs with
 -- the rights of the role that wrote the row (a superuser, e.g. restoring a dump, may name
--- another), which must be allowed to execute it. Inserting a built-in rule that exists (a
--- restore does) sets its action and thresholds instead.
+-- another), which must own the function (or have its owner's privileges): whoever can
+-- replace the function's body can act with no rights beyond their own. Inserting a built-in
+-- rule that exists (a restore does) sets its action and thresholds instead.
 create function auth.activity_rule_written() returns trigger
     language plpgsql
     set search_path = pg_catalog, pg_temp
 as $$
+declare
+    writer oid := (select r.oid from pg_catalog.pg_roles as r
+                   where r.rolname operator(pg_catalog.=) current_user);
 begin
     if tg_op operator(pg_catalog.=) 'INSERT' and new.function is null and exists (
         select from auth.activity_rules as r
@@ -174,6 +194,11 @@ begin
             description = new.description
         where r.rule operator(pg_catalog.=) new.rule;
         return null;
+    end if;
+    if new.run_as is null or not exists (
+        select from pg_catalog.pg_roles as r
+        where r.oid operator(pg_catalog.=) writer and r.rolsuper) then
+        new.run_as := writer::pg_catalog.regrole;
     end if;
     if new.function is not null then
         if not exists (
@@ -186,16 +211,19 @@ begin
             raise exception 'the function of an activity rule takes (event jsonb) and returns boolean'
                 using errcode = '22023';
         end if;
-    end if;
-    if new.run_as is null or not exists (
-        select from pg_catalog.pg_roles as r
-        where r.rolname operator(pg_catalog.=) current_user and r.rolsuper) then
-        new.run_as := current_user::pg_catalog.regrole;
-    end if;
-    if new.function is not null and not pg_catalog.has_function_privilege(
-        new.run_as::pg_catalog.oid, new.function::pg_catalog.oid, 'execute') then
-        raise exception 'permission denied to run % for an activity rule', new.function
-            using errcode = '42501';
+        -- (A disabled rule never runs: it may always be turned off.)
+        if new.enabled and not exists (
+            select from pg_catalog.pg_proc as p
+            where p.oid operator(pg_catalog.=) new.function::pg_catalog.oid
+              and pg_catalog.pg_has_role(new.run_as::pg_catalog.oid, p.proowner, 'USAGE')) then
+            raise exception 'the function of an activity rule must be owned by the role it runs as (%)', new.run_as
+                using errcode = '42501';
+        end if;
+        if new.enabled and not pg_catalog.has_function_privilege(
+            new.run_as::pg_catalog.oid, new.function::pg_catalog.oid, 'execute') then
+            raise exception 'permission denied to run % for an activity rule', new.function
+                using errcode = '42501';
+        end if;
     end if;
     return new;
 end

@@ -94,9 +94,12 @@ impl<T> GenerationCache<T> {
     }
 }
 
-/// Registers the relcache callback. Called once, from `_PG_init`.
+/// Registers the invalidation callbacks. Called once, from `_PG_init`.
 pub fn register_callback() {
     pg_invalidation::on_relcache_invalidation(on_relation_changed);
+    // Custom activity rules are functions, called by name: any change of a function (a drop,
+    // a rename, a new one of the same name) re-reads the rules, which name them by OID.
+    pg_invalidation::on_function_invalidation(|| bump(Source::ActivityRules));
 }
 
 fn bump(source: Source) {

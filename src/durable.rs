@@ -8,12 +8,12 @@
 //!
 //! 1. the worker revokes the session's id (`auth.revoked_sessions`), if one is to end, which
 //!    refuses the session's refreshes and access tokens in every backend from their next
-//!    statement, and records the events and sends the notifications, in one transaction.
-//!    The revocation takes no lock on the session row, and the worker waits as long as any
-//!    lock it needs is held (no lock or statement timeout): a thief who keeps the session
-//!    row, or even the revocation row, locked only delays the ending until their
-//!    transaction ends;
-//! 2. then it marks the session row ended — waiting, if need be, for the transaction that
+//!    statement — in a transaction of its own, which nothing else can roll back. The
+//!    revocation takes no lock on the session row, and the worker waits as long as any lock
+//!    it needs is held (no lock or statement timeout): a thief who keeps the session row, or
+//!    even the revocation row, locked only delays the ending until their transaction ends;
+//! 2. it records the events and sends their notifications;
+//! 3. then it marks the session row ended — waiting, if need be, for the transaction that
 //!    holds the row (the caller's own, when it refreshed the session earlier) to end.
 //!
 //! When a session ends, the caller waits (at most [`CONFIRM_WITHIN`]) until step 1 is
@@ -178,12 +178,18 @@ pub extern "C-unwind" fn pg_session_auth_write_independently(argument: pg_sys::D
     let ending = writes["ending"].clone();
     let session = ending["session"].as_str().and_then(parse_uuid);
     let reason = ending["reason"].as_str().unwrap_or_default().to_owned();
-    let first = writes.clone();
+    // 1. The revocation alone, so that nothing else can make it roll back.
     bgworker::in_database(database, move || {
-        let by = by.map(pg_sys::Oid::from);
         if let Some(session) = session {
             crate::api::revocation::revoke_session_id(session, &reason);
-            let ending = &first["ending"];
+        }
+    });
+    // 2. The events and their notifications.
+    let recorded = writes.clone();
+    bgworker::in_transaction(move || {
+        let by = by.map(pg_sys::Oid::from);
+        if let Some(session) = session {
+            let ending = &recorded["ending"];
             crate::audit::record_presented(
                 crate::audit::event::named(ending["event"].as_str().unwrap_or_default()),
                 session,
@@ -198,7 +204,7 @@ pub extern "C-unwind" fn pg_session_auth_write_independently(argument: pg_sys::D
                 ending["details"].clone(),
             );
         }
-        for event in first["events"].as_array().into_iter().flatten() {
+        for event in recorded["events"].as_array().into_iter().flatten() {
             crate::activity::actions::record_and_notify(event, by);
         }
     });

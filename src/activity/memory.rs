@@ -32,15 +32,16 @@ const TOTAL_WORDS: usize = WINDOWS_AT + WINDOWS * WINDOW_WORDS;
 const SHMEM_NAME: &CStr = c"pg_session_auth activity";
 const LWLOCK_TRANCHE: &CStr = c"pg_session_auth activity";
 
-/// Changes whenever the layout does; a library that finds another value does not use the
-/// region (a replaced library under EXEC_BACKEND).
-const LAYOUT_VERSION: u64 = 0x5053_4141_0001_0000
-    | ((STRIPES * STRIPE_WORDS) as u64) << 4
-    | (RING_ENTRIES * ENTRY_WORDS + WINDOWS * WINDOW_WORDS) as u64;
+/// Raised by hand whenever the layout or the meaning of a word changes; a library that finds
+/// another version, or another size, does not use the region (a replaced library under
+/// EXEC_BACKEND).
+const LAYOUT_VERSION: u64 = 0x5053_4141_0000_0001;
 
 #[repr(C)]
 pub struct Header {
     layout: u64,
+    /// The words after the header.
+    words: u64,
     lock: LwLock,
     seed: [u64; 2],
     /// Rejections ever written to the ring.
@@ -55,6 +56,7 @@ static REGION: Region<Header> =
 fn create(lock: LwLock) -> Header {
     Header {
         layout: LAYOUT_VERSION,
+        words: TOTAL_WORDS as u64,
         lock,
         seed: seed(),
         ring_written: AtomicU64::new(0),
@@ -92,7 +94,7 @@ static LOCAL: OnceLock<&'static Local> = OnceLock::new();
 /// The shared region, or this process's memory when the library was not preloaded.
 pub fn memory() -> Memory {
     if let Some((header, words)) = REGION.get() {
-        if header.layout == LAYOUT_VERSION {
+        if header.layout == LAYOUT_VERSION && header.words == TOTAL_WORDS as u64 {
             return Memory {
                 lock: Some(header.lock),
                 seed: header.seed,

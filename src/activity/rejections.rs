@@ -68,7 +68,8 @@ pub struct Refused<'a> {
     pub subject: Option<&'a str>,
     pub issuer: Option<&'a str>,
     pub session: Option<[u8; 16]>,
-    /// The address (refresh: the trusted one; tokens: that of the request).
+    /// The request's address (`client_ip::of_request`): the connection's, or the trusted
+    /// header's — never an argument the caller chose.
     pub ip: Option<IpAddr>,
 }
 
@@ -237,33 +238,29 @@ fn count_for_rules(memory: &Memory, refused: &Refused<'_>, at: i64) {
         return;
     }
     let database = locks::my_database().to_u32().to_le_bytes();
-    let (rule_name, key) = match refused.reason {
-        Reason::Refresh(0) => {
-            let Some(ip) = refused.ip else { return };
-            (
-                FAILED_REFRESHES,
-                memory.key_of(&[b"ip", &database, ip.to_string().as_bytes()]),
-            )
-        }
-        Reason::Token(index) if TOKEN_REASONS[index] == "revoked" => {
-            let Some(subject) = refused.subject else {
-                return;
-            };
-            (
-                USE_AFTER_SIGN_OUT,
-                memory.key_of(&[
-                    b"sub",
-                    &database,
-                    refused.issuer.unwrap_or_default().as_bytes(),
-                    subject.as_bytes(),
-                ]),
-            )
-        }
+    let rule_name = match refused.reason {
+        Reason::Refresh(0) => FAILED_REFRESHES,
+        Reason::Token(index) if TOKEN_REASONS[index] == "revoked" => USE_AFTER_SIGN_OUT,
         _ => return,
     };
     let rules = rules::rules();
     let Some(rule) = rules.built_in(rule_name) else {
         return;
+    };
+    let key = if rule_name == FAILED_REFRESHES {
+        // Per network (the rule's prefixes): an IPv6 host rotating through its /64 is one.
+        let Some(ip) = refused.ip else { return };
+        memory.key_of(&[b"ip", &database, rule.network(ip).as_bytes()])
+    } else {
+        let Some(subject) = refused.subject else {
+            return;
+        };
+        memory.key_of(&[
+            b"sub",
+            &database,
+            refused.issuer.unwrap_or_default().as_bytes(),
+            subject.as_bytes(),
+        ])
     };
     let Some(count) = count_in_window(memory, key, at, rule.period, rule.threshold) else {
         return;

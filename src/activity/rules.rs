@@ -17,6 +17,7 @@ use crate::activity::stats::{self, Stat};
 use crate::cache::{self, GenerationCache, Source};
 use crate::errors::{raise, Failure};
 use crate::pg::owner_spi::{self, text_arg};
+use crate::pg::roles;
 
 pub const RULES_TABLE: &str = "activity_rules";
 
@@ -52,8 +53,16 @@ pub struct Rule {
     pub period: i64,
     pub ipv4_prefix: u8,
     pub ipv6_prefix: u8,
-    /// A custom rule's call (`select <function>($1)`) and the role it runs as.
-    custom: Option<(&'static str, pg_sys::Oid)>,
+    custom: Option<Custom>,
+}
+
+/// A custom rule's call (`select <function>($1)`), the role it runs as and the function's
+/// owner, as read (a change of the function re-reads them).
+#[derive(Clone, Debug)]
+struct Custom {
+    call: &'static str,
+    run_as: Option<pg_sys::Oid>,
+    function_owner: Option<pg_sys::Oid>,
 }
 
 impl Rule {
@@ -131,12 +140,13 @@ fn load() -> Rc<Rules> {
             let is_custom: bool = row.get(7)?;
             let custom = if is_custom {
                 let Some(function) = row.get::<String>(8) else {
-                    raise(Failure::ObjectsAltered {
-                        what: format!("the function of activity rule {name:?} no longer exists"),
-                    })
+                    refuse_rule(&name, "its function no longer exists")
                 };
-                let run_as = row.get::<pg_sys::Oid>(9).unwrap_or(owner);
-                Some((call_text(&function), run_as))
+                Some(Custom {
+                    call: call_text(&function),
+                    run_as: row.get::<pg_sys::Oid>(9),
+                    function_owner: row.get::<pg_sys::Oid>(10),
+                })
             } else {
                 None
             };
@@ -168,6 +178,44 @@ fn load() -> Rc<Rules> {
     Rc::new(Rules {
         enabled: rows.into_iter().flatten().flatten().collect(),
     })
+}
+
+/// A custom rule that cannot be run safely stops sign-ins and refreshes (`55000`) until an
+/// admin mends or disables it: it is never skipped silently, nor run with other rights.
+fn refuse_rule(rule: &str, why: &str) -> ! {
+    raise(Failure::Misconfigured {
+        what: format!("activity rule {rule:?} cannot run: {why}"),
+    })
+}
+
+/// The role a custom rule runs as, checked at each call (memberships change without a
+/// change of the rules): it exists, is still an admin (or a superuser), and has the
+/// privileges of the function's owner (who could otherwise replace the function's body and
+/// act with `run_as`'s rights).
+fn checked_run_as(
+    rule: &str,
+    run_as: Option<pg_sys::Oid>,
+    function_owner: Option<pg_sys::Oid>,
+) -> pg_sys::Oid {
+    let Some(run_as) = run_as.filter(|role| roles::role_name(*role).is_some()) else {
+        refuse_rule(rule, "the role it runs as no longer exists")
+    };
+    let admin = roles::is_superuser(run_as)
+        || roles::role_oid(crate::api::revocation::ADMIN_ROLE)
+            .is_some_and(|admin| roles::has_privileges_of(run_as, admin));
+    if !admin {
+        refuse_rule(
+            rule,
+            "the role it runs as is no longer a member of session_auth_admin",
+        );
+    }
+    if !function_owner.is_some_and(|owner| roles::has_privileges_of(run_as, owner)) {
+        refuse_rule(
+            rule,
+            "its function is owned by a role whose privileges it does not have",
+        );
+    }
+    run_as
 }
 
 /// A rule that fired, and on what.
@@ -343,9 +391,13 @@ fn custom_rules(rules: &Rules, event: &Event<'_>, fired: &mut Vec<Fired>) {
     }
     let argument = event.as_custom_rule_argument(fired).to_string();
     for rule in rules.custom() {
-        let Some((call, run_as)) = rule.custom else {
+        let Some(custom) = &rule.custom else {
             continue;
         };
+        let (call, run_as) = (
+            custom.call,
+            checked_run_as(&rule.name, custom.run_as, custom.function_owner),
+        );
         let verdict = owner_spi::select(Some(run_as), call, &[text_arg(&argument)], |row| {
             row.get::<bool>(0)
         });

@@ -21,7 +21,7 @@ use crate::revocation::filter::{self as revocation_filter, BuildOutcome};
 use crate::sessions::{self, cookie, Ending};
 use crate::{gucs, revocation};
 
-const ADMIN_ROLE: &str = "session_auth_admin";
+pub(crate) const ADMIN_ROLE: &str = "session_auth_admin";
 
 /// Whether the current user is a superuser or has the privileges of `session_auth_admin`.
 pub(crate) fn caller_is_admin() -> bool {

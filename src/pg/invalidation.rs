@@ -22,6 +22,30 @@ pub fn on_relcache_invalidation(listener: Listener) {
     }
 }
 
+thread_local! {
+    static FUNCTION_LISTENER: Cell<Option<fn()>> = const { Cell::new(None) };
+}
+
+/// Calls `listener` whenever any function's catalog entry (`pg_proc`) changes: created,
+/// replaced, renamed, dropped. One listener per backend; registered once, from `_PG_init`.
+pub fn on_function_invalidation(listener: fn()) {
+    FUNCTION_LISTENER.with(|slot| slot.set(Some(listener)));
+    // SAFETY: as in `on_relcache_invalidation`; PROCOID is a syscache identifier.
+    unsafe {
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::PROCOID as i32,
+            Some(function_callback),
+            pg_sys::Datum::from(0),
+        );
+    }
+}
+
+unsafe extern "C-unwind" fn function_callback(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    if let Some(listener) = FUNCTION_LISTENER.with(Cell::get) {
+        listener();
+    }
+}
+
 /// Processes the invalidation messages queued for this backend (a flag check when none are).
 pub fn accept_pending() {
     // SAFETY: callable at any time inside a transaction; it runs the registered callbacks.

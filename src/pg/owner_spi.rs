@@ -73,30 +73,58 @@ thread_local! {
 /// The OID and owner of a relation in schema `auth`, or `None` when it does not exist (the
 /// library may be loaded in a database without the extension). Read from the catalog caches,
 /// which follow every committed change from the next command on: no query.
+///
+/// Only a schema and a relation owned by superusers count: the extension's are (the install
+/// refuses a schema `auth` of anyone else), and a role that owned its own `auth` could
+/// otherwise put tables of its choosing where the extension looks for its own.
 pub fn relation_and_owner(name: &str) -> Option<(pg_sys::Oid, pg_sys::Oid)> {
     let name = CString::new(name).ok()?;
-    // SAFETY: syscache lookups by name (missing_ok: InvalidOid when absent); the pg_class
-    // tuple found is read (its fixed-size part, through GETSTRUCT) and released before
+    // SAFETY: syscache lookups by name (missing_ok: InvalidOid when absent) and by OID; the
+    // tuples found are read (their fixed-size parts, through GETSTRUCT) and released before
     // anything else runs.
     unsafe {
         let namespace = pg_sys::get_namespace_oid(c"auth".as_ptr(), true);
         if namespace == pg_sys::InvalidOid {
             return None;
         }
+        let schema_owner = owner_in_syscache(
+            pg_sys::SysCacheIdentifier::NAMESPACEOID,
+            namespace,
+            |tuple| {
+                (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_namespace>(tuple)).nspowner
+            },
+        )?;
         let relid = pg_sys::get_relname_relid(name.as_ptr(), namespace);
         if relid == pg_sys::InvalidOid {
             return None;
         }
-        let tuple = pg_sys::SearchSysCache1(
-            pg_sys::SysCacheIdentifier::RELOID as i32,
-            pg_sys::Datum::from(relid),
-        );
+        let owner = owner_in_syscache(pg_sys::SysCacheIdentifier::RELOID, relid, |tuple| {
+            (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner
+        })?;
+        (pg_sys::superuser_arg(schema_owner) && pg_sys::superuser_arg(owner))
+            .then_some((relid, owner))
+    }
+}
+
+/// The owner `read` finds in the syscache `cache` entry of `oid`.
+///
+/// # Safety
+/// `read` must read the tuple of that cache's catalog only.
+unsafe fn owner_in_syscache(
+    cache: pg_sys::SysCacheIdentifier::Type,
+    oid: pg_sys::Oid,
+    read: impl FnOnce(pg_sys::HeapTuple) -> pg_sys::Oid,
+) -> Option<pg_sys::Oid> {
+    // SAFETY: a syscache lookup by OID; the tuple is released after `read` (the caller's
+    // contract) has copied the owner out of it.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(cache as i32, pg_sys::Datum::from(oid));
         if tuple.is_null() {
             return None;
         }
-        let owner = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner;
+        let owner = read(tuple);
         pg_sys::ReleaseSysCache(tuple);
-        Some((relid, owner))
+        Some(owner)
     }
 }
 

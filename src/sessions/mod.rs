@@ -67,12 +67,12 @@ fn refuse(reason: &'static str) -> ! {
 }
 
 /// Refuses a refresh, first counting and recording the refusal (`activity/rejections.rs`):
-/// with the session and its user when the token's tag was good.
+/// with the session and its user when the token's tag was good, and the request's address
+/// (never the `ip` argument, which the caller chooses).
 fn refuse_refresh(
     reason: &'static str,
     session: Option<[u8; 16]>,
     user: Option<(&str, &str)>,
-    ip: Option<IpAddr>,
 ) -> ! {
     rejections::rejected(Refused {
         reason: Reason::of_refresh(reason),
@@ -80,7 +80,7 @@ fn refuse_refresh(
         subject: user.map(|(user_id, _)| user_id),
         issuer: user.map(|(_, issuer)| issuer),
         session,
-        ip,
+        ip: rejections::request_address(),
     });
     refuse(reason)
 }
@@ -114,14 +114,17 @@ fn inet_arg(ip: Option<&pgrx::Inet>) -> Arg {
     (pg_sys::INETOID, ip.cloned().into_datum())
 }
 
-/// A user agent as kept: cut to [`MAX_USER_AGENT_BYTES`] at a character boundary.
-fn user_agent(text: Option<&str>) -> Option<&str> {
-    let text = text?;
-    let mut end = text.len().min(MAX_USER_AGENT_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+/// A user agent as kept: without control characters (a NUL cannot be stored, a newline would
+/// forge log lines), cut to [`MAX_USER_AGENT_BYTES`] at a character boundary.
+fn user_agent(text: Option<&str>) -> Option<String> {
+    let mut kept = String::new();
+    for character in text?.chars().filter(|character| !character.is_control()) {
+        if kept.len() + character.len_utf8() > MAX_USER_AGENT_BYTES {
+            break;
+        }
+        kept.push(character);
     }
-    Some(&text[..end])
+    Some(kept)
 }
 
 fn check_aal(aal: &str) {
@@ -224,7 +227,7 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
         issuer: &issuer,
         session: Some(session),
         ip,
-        user_agent: agent,
+        user_agent: agent.as_deref(),
         previous_ip: None,
         previous_user_agent: None,
         aal: sign_in.aal,
@@ -259,7 +262,7 @@ pub fn create(sign_in: SignIn<'_>) -> TokenResponse {
                 pg_sys::JSONBOID,
                 Some(crate::pg::jsonb::object_to_jsonb(&sign_in.claims)),
             ),
-            optional_text(agent),
+            optional_text(agent.as_deref()),
             inet_arg(client_ip::as_inet(ip).as_ref()),
             text_arg(&issuer),
             (pg_sys::BOOLOID, step_up.into_datum()),
@@ -437,17 +440,17 @@ pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> Toke
     let secret = secret::refresh_secret();
     let presented = secret
         .open(token)
-        .unwrap_or_else(|| refuse_refresh(refusal::INVALID, None, None, ip));
+        .unwrap_or_else(|| refuse_refresh(refusal::INVALID, None, None));
     let id = presented.session;
     let owner = sessions_owner();
     let outcome = transaction::in_subtransaction(
         || {
             let Some(session) = lock_session(owner, id) else {
-                refuse_refresh(refusal::INVALID, Some(id), None, ip)
+                refuse_refresh(refusal::INVALID, Some(id), None)
             };
             let user = Some((session.user_id.as_str(), session.issuer.as_str()));
             if let Some(reason) = session.refusal() {
-                refuse_refresh(reason, Some(id), user, ip);
+                refuse_refresh(reason, Some(id), user);
             }
             let state = RefreshState {
                 counter: session.counter,
@@ -460,7 +463,7 @@ pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> Toke
                 issuer: &session.issuer,
                 session: Some(id),
                 ip,
-                user_agent: agent,
+                user_agent: agent.as_deref(),
                 previous_ip: session.ip,
                 previous_user_agent: session.user_agent.as_deref(),
                 aal: &session.aal,
@@ -473,7 +476,7 @@ pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> Toke
                 RefreshDecision::Rotate => true,
                 RefreshDecision::HandBackCurrent => false,
                 RefreshDecision::SupersededByStepUp | RefreshDecision::NeverIssued => {
-                    refuse_refresh(refusal::INVALID, Some(id), user, ip)
+                    refuse_refresh(refusal::INVALID, Some(id), user)
                 }
                 RefreshDecision::Theft => return theft(&event),
             };
@@ -488,7 +491,7 @@ pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> Toke
                 &[
                     uuid_arg(Some(id)),
                     (pg_sys::BOOLOID, rotate.into_datum()),
-                    optional_text(agent),
+                    optional_text(agent.as_deref()),
                     inet_arg(client_ip::as_inet(ip).as_ref()),
                     (
                         pg_sys::BOOLOID,
@@ -548,7 +551,7 @@ pub fn refresh(token: &str, agent: Option<&str>, ip: Option<pgrx::Inet>) -> Toke
         } => {
             durable::write_independently(*writes);
             stats::count(Stat::SessionsEnded);
-            refuse_refresh(reason, Some(id), Some((&user_id, &issuer)), ip)
+            refuse_refresh(reason, Some(id), Some((&user_id, &issuer)))
         }
     }
 }

@@ -81,6 +81,9 @@ DEFAULTS = {
     "concurrent_networks": ("step_up", None, "00:01:00"),
     "use_after_sign_out": ("notify", 3, "00:10:00"),
 }
+# Failures are counted per address (IPv4) and per /64 (IPv6); every other rule's networks are
+# /24 and /48.
+PREFIXES = {"failed_refreshes": (32, 64)}
 RULE_COLUMNS = ["rule", "action", "enabled", "threshold", "period", "ipv4_prefix",
                 "ipv6_prefix", "function", "run_as", "description"]
 SIGN_IN_SIGNALS = ("new_device", "new_network", "too_many_sessions")
@@ -134,9 +137,11 @@ def restore_rules(pg) -> None:
                          autocommit=True) as conn:
         conn.execute("delete from auth.activity_rules where rule <> all(%s)", [list(DEFAULTS)])
         for rule, (action, threshold, period) in DEFAULTS.items():
+            ipv4, ipv6 = PREFIXES.get(rule, (24, 48))
             conn.execute("update auth.activity_rules set action = %s, enabled = true, "
-                         "threshold = %s, period = %s::interval, ipv4_prefix = 24, "
-                         "ipv6_prefix = 48 where rule = %s", [action, threshold, period, rule])
+                         "threshold = %s, period = %s::interval, ipv4_prefix = %s, "
+                         "ipv6_prefix = %s where rule = %s",
+                         [action, threshold, period, ipv4, ipv6, rule])
 
 
 class Act:
@@ -339,9 +344,10 @@ def test_builtin_rules_as_installed(act, installed_rules):
     assert {r["rule"] for r in rows} == set(DEFAULTS), rows
     for r in rows:
         action, threshold, period = DEFAULTS[r["rule"]]
+        prefixes = PREFIXES.get(r["rule"], (24, 48))
         assert (r["action"], r["enabled"], r["threshold"], r["period"], r["ipv4_prefix"],
-                r["ipv6_prefix"], r["function"]) == (action, True, threshold, period, 24, 48,
-                                                    None), r
+                r["ipv6_prefix"], r["function"]) == (action, True, threshold, period,
+                                                    *prefixes, None), r
 
 
 @pytest.mark.parametrize("who", REQUEST_ROLES)
@@ -757,12 +763,22 @@ def test_too_many_sessions_counts_within_its_period(act):
 
 
 def refuse_from(act, ip: str, count: int) -> None:
-    """`count` refresh refusals (`invalid refresh token`) from `ip`, each on its own
-    connection (a pool's connections: counted across backends)."""
-    for i in range(count):
-        conn = act.env.anon()
-        with raises_sqlstate("28000", INVALID):
-            act.env.refresh(f"not-a-refresh-token-{i}", conn=conn, user_agent="Bot/1", ip=ip)
+    """`count` refresh refusals (`invalid refresh token`) from `ip` as PostgREST behind a
+    trusted proxy reports it (``request.headers``, with client_ip_source = header for the
+    authenticator), each on its own connection (a pool's connections: counted across
+    backends). The ``ip`` argument, which the caller chooses, is another address each time:
+    failures are never counted by it."""
+    act.pg.sql(f"alter role {AUTHENTICATOR} set pg_session_auth.client_ip_source = 'header'")
+    try:
+        for i in range(count):
+            conn = act.env.anon()
+            conn.execute("select set_config('request.headers', %s, false)",
+                         [json.dumps({"x-forwarded-for": f"203.0.113.250, {ip}"})])
+            with raises_sqlstate("28000", INVALID):
+                act.env.refresh(f"not-a-refresh-token-{i}", conn=conn, user_agent="Bot/1",
+                                ip=fresh_ip())
+    finally:
+        act.pg.sql(f"alter role {AUTHENTICATOR} reset pg_session_auth.client_ip_source")
 
 
 @pytest.mark.parametrize("action", ["log", "notify"])
@@ -1456,26 +1472,31 @@ def test_failed_refreshes_without_preload_are_counted_per_backend(cluster_withou
     admin.execute("update auth.activity_rules set threshold = 2 "
                   "where rule = 'failed_refreshes'")
 
-    def refuse(conn, ip):
+    def refuse(conn):
+        # A fresh ip argument each time: failures are counted by the connection's address.
         with raises_sqlstate("28000", INVALID):
-            conn.execute("select * from auth.refresh_session('garbage', null, %s::inet)", [ip])
+            conn.execute("select * from auth.refresh_session('garbage', null, %s::inet)",
+                         [fresh_ip()])
 
-    def events(ip):
+    def events():
         return admin.execute("select count(*) from auth.audit_events where event = %s and "
-                             "details->>'rule' = 'failed_refreshes' and ip = %s::inet",
-                             [DETECTED, ip]).fetchone()[0]
+                             "details->>'rule' = 'failed_refreshes' and ip = '127.0.0.1'",
+                             [DETECTED]).fetchone()[0]
 
-    spread = fresh_ip()
-    refuse(c.connect(KEY_ADMIN), spread)
-    refuse(c.connect(KEY_ADMIN), spread)
-    together = fresh_ip()
+    before = events()
+    # Two backends, one refusal each: per backend, neither reaches the threshold.
+    refuse(c.connect(KEY_ADMIN))
+    refuse(c.connect(KEY_ADMIN))
+    time.sleep(0.5)
+    assert events() == before
+    # One backend, two refusals: it does.
     conn = c.connect(KEY_ADMIN)
-    refuse(conn, together)
-    refuse(conn, together)
+    refuse(conn)
+    refuse(conn)
     deadline = time.monotonic() + 10
-    while events(together) == 0 and time.monotonic() < deadline:
+    while events() == before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert (events(together), events(spread)) == (1, 0)
+    assert events() == before + 1
 
 
 def test_track_activity_off_counts_nothing(act):
@@ -1529,20 +1550,22 @@ def test_recent_rejections_name_reason_kid_and_only_verified_subjects(act):
     text = json.dumps([{k: str(v) for k, v in r.items()} for r in rows])
     for token in (bad, old):
         assert token not in text and token.split(".")[2] not in text
-    # A refresh refusal, with the refusal as the reason.
+    # A refresh refusal, with the refusal as the reason, recorded with the request's address
+    # (the connection's here), not the ip argument the caller chose.
     ip = fresh_ip()
     with raises_sqlstate("28000", INVALID):
         env.refresh("garbage-token", ip=ip)
-    latest = all_rows(admin, "select * from auth.recent_rejections() where ip = %s::inet", [ip])
-    assert [(r["reason"], r["sub"], r["session_id"]) for r in latest] == [
-        (INVALID, None, None)], latest
+    latest = all_rows(admin, "select * from auth.recent_rejections() limit 1")
+    assert [(r["reason"], r["sub"], r["session_id"], ip_text(r["ip"])) for r in latest] == [
+        (INVALID, None, None, "127.0.0.1")], latest
+    assert all_rows(admin, "select * from auth.recent_rejections() where ip = %s::inet",
+                    [ip]) == []
     # A valid refresh token of an ended session names its subject and session.
     s = env.create(_uid())
     admin.execute("select auth.end_session(%s)", [s["session_id"]])
-    ip = fresh_ip()
     with raises_sqlstate("28000", ENDED):
-        env.refresh(s["refresh_token"], ip=ip)
-    latest = all_rows(admin, "select * from auth.recent_rejections() where ip = %s::inet", [ip])
+        env.refresh(s["refresh_token"], ip=fresh_ip())
+    latest = all_rows(admin, "select * from auth.recent_rejections() limit 1")
     assert [(r["reason"], r["sub"], r["session_id"]) for r in latest] == [
         (ENDED, s["user_id"], s["session_id"])], latest
     assert s["refresh_token"] not in json.dumps([str(v) for v in latest[0].values()])
@@ -1708,3 +1731,155 @@ def test_first_sign_in_of_a_user_raises_nothing(act):
     s = act.env.create(user, user_agent=UA, ip=AWAY)
     assert_not_flagged(s["access_token"])
     assert_nothing_raised(act, user, listener, [s])
+
+
+# -- an adversarial review's findings, reproduced -------------------------------------------
+
+
+def test_create_extension_refuses_an_auth_schema_of_another_role(act):
+    """Its owner could rename it and put tables of their own (a rules table naming a
+    superuser's rights) where the extension looks for its own."""
+    pg = act.pg
+    pg.sql("drop database if exists foreign_auth with (force)")
+    pg.sql(f"create database foreign_auth owner {APP_USER}")
+    try:
+        owner = pg.connect(APP_USER, dbname="foreign_auth")
+        owner.execute("create schema auth")
+        owner.close()
+        su = pg.connect("postgres", dbname="foreign_auth")
+        with raises_sqlstate("42501", "schema auth must be owned by a superuser"):
+            su.execute("create extension pg_session_auth")
+        su.execute("alter schema auth owner to postgres")
+        su.execute("create extension pg_session_auth")
+        su.close()
+    finally:
+        pg.close_connections()
+        pg.sql("drop database if exists foreign_auth with (force)")
+
+
+def test_a_custom_rule_runs_only_a_function_its_role_owns(act):
+    """Whoever can replace a rule's function could otherwise act with the rights of the admin
+    who named it."""
+    env = act.env
+    env.pg.sql(f"grant create on schema public to {APP_USER}")
+    app = env.pg.connect(APP_USER)
+    app.execute("create or replace function public.borrowed(event jsonb) returns boolean "
+                "language sql as $$ select false $$")
+    env.pg.sql(f"revoke create on schema public from {APP_USER}")
+    with raises_sqlstate("42501", "the function of an activity rule must be owned by the role "
+                         f"it runs as ({KEY_ADMIN})"):
+        add_custom_rule(act, "borrowed", "log", "public.borrowed(jsonb)")
+    fn = custom_function(act, "owned", "false")
+    add_custom_rule(act, "owned", "log", fn)
+    env.create(_uid(), user_agent=UA, ip=HOME)
+    # Given away later: sign-ins stop (55000) rather than run another role's code as key_admin.
+    env.pg.sql(f"alter function {fn} owner to {APP_USER}")
+    with raises_sqlstate("55000", 'pg_session_auth: activity rule "owned" cannot run: its '
+                         "function is owned by a role whose privileges it does not have"):
+        env.create(_uid(), user_agent=UA, ip=HOME)
+    act.set_rule("owned", enabled=False)
+    env.create(_uid(), user_agent=UA, ip=HOME)
+
+
+def test_a_dropped_function_is_never_called_by_its_name_again(act):
+    """A backend that loaded the rules before the drop does not run a function someone else
+    then creates under the same name."""
+    env = act.env
+    env.pg.sql("create schema if not exists shared_rules")
+    env.pg.sql(f"grant usage, create on schema shared_rules to {KEY_ADMIN}, {APP_USER}")
+    admin = act.admin()
+    admin.execute("create function shared_rules.watch(event jsonb) returns boolean "
+                  "language sql as $$ select false $$")
+    add_custom_rule(act, "watch", "log", "shared_rules.watch(jsonb)")
+    issuer = env.issuer()
+    env.create(_uid(), conn=issuer, user_agent=UA, ip=HOME)  # this backend has the rules
+    admin.execute("drop function shared_rules.watch(jsonb)")
+    app = env.pg.connect(APP_USER)
+    app.execute("create function shared_rules.watch(event jsonb) returns boolean "
+                "language plpgsql as $$ begin raise exception 'hijacked'; end $$")
+    with raises_sqlstate("55000", 'pg_session_auth: activity rule "watch" cannot run: its '
+                         "function no longer exists"):
+        env.create(_uid(), conn=issuer, user_agent=UA, ip=HOME)
+    admin.execute("delete from auth.activity_rules where rule = 'watch'")
+    env.create(_uid(), conn=issuer, user_agent=UA, ip=HOME)
+    env.pg.sql("drop schema shared_rules cascade")
+
+
+def test_run_as_is_the_writer_also_under_a_mixed_case_name(act):
+    pg = act.pg
+    pg.sql('drop role if exists "Rule_Writer"')
+    pg.sql("drop role if exists rule_writer")
+    pg.sql('create role "Rule_Writer" login')
+    pg.sql('grant session_auth_admin to "Rule_Writer"')
+    pg.sql("create role rule_writer superuser")  # what a lower-cased name would resolve to
+    pg.sql('grant create on schema public to "Rule_Writer"')
+    try:
+        writer = pg.connect("Rule_Writer")
+        writer.execute("create function public.mixed(event jsonb) returns boolean "
+                       "language sql as $$ select false $$")
+        writer.execute("insert into auth.activity_rules (rule, action, function) "
+                       "values ('mixed', 'log', 'public.mixed(jsonb)')")
+        assert act.rule("mixed")["run_as"] == '"Rule_Writer"'
+        act.env.create(_uid(), user_agent=UA, ip=HOME)
+        # Demoted: its rule stops sign-ins (55000) until an admin disables or deletes it.
+        pg.sql('revoke session_auth_admin from "Rule_Writer"')
+        with raises_sqlstate("55000", 'pg_session_auth: activity rule "mixed" cannot run: '
+                             "the role it runs as is no longer a member of session_auth_admin"):
+            act.env.create(_uid(), user_agent=UA, ip=HOME)
+        act.admin().execute("delete from auth.activity_rules where rule = 'mixed'")
+    finally:
+        pg.sql("drop function if exists public.mixed(jsonb)")
+        pg.close_connections()
+        pg.sql('revoke create on schema public from "Rule_Writer"')
+        pg.sql('drop role if exists "Rule_Writer"')
+        pg.sql("drop role if exists rule_writer")
+
+
+def test_a_rule_whose_role_was_dropped_stops_sign_ins_with_55000(act):
+    pg = act.pg
+    pg.sql("drop role if exists gone_admin")
+    pg.sql("create role gone_admin login")
+    pg.sql("grant session_auth_admin to gone_admin")
+    pg.sql("grant create on schema public to gone_admin")
+    gone = pg.connect("gone_admin")
+    gone.execute("create function public.gone(event jsonb) returns boolean "
+                 "language sql as $$ select false $$")
+    gone.execute("insert into auth.activity_rules (rule, action, function) "
+                 "values ('gone', 'log', 'public.gone(jsonb)')")
+    gone.close()
+    pg.sql("alter function public.gone(jsonb) owner to postgres")
+    pg.sql("revoke create on schema public from gone_admin")
+    pg.sql("drop role gone_admin")
+    with raises_sqlstate("55000", 'pg_session_auth: activity rule "gone" cannot run: the role '
+                         "it runs as no longer exists"):
+        act.env.create(_uid(), user_agent=UA, ip=HOME)
+    act.admin().execute("delete from auth.activity_rules where rule = 'gone'")
+    pg.sql("drop function public.gone(jsonb)")
+
+
+def test_control_characters_in_a_user_agent_are_dropped_and_a_revoke_still_ends(act):
+    """A NUL in the request's User-Agent header (JSON can carry one) could not be stored, and
+    made the worker that ends the session fail after the revocation's rollback."""
+    env = act.env
+    act.set_rule("session_device_changed", action="revoke")
+    s = env.create(_uid(), user_agent=UA, ip=HOME)
+    conn = env.pg.connect(AUTHENTICATOR, autocommit=False)
+    conn.execute("select set_config('request.headers', %s, true), "
+                 "set_config('request.cookies', %s, true), set_config('role', 'anon', true)",
+                 [json.dumps({"user-agent": "Evil\u0000\nAgent/1"}),
+                  json.dumps({"refresh_token": s["refresh_token"]})])
+    with raises_sqlstate("28000", "session revoked: unusual activity"):
+        conn.execute("select * from auth.refresh_session_cookie()")
+    conn.rollback()
+    assert env.pg.sql("select count(*) from auth.revoked_sessions where session_id = %s",
+                      [s["session_id"]]) == [(1,)]
+    rows = act.wait_detected("session_device_changed", user_id=s["user_id"])
+    assert [r["user_agent"] for r in rows] == ["EvilAgent/1"], rows
+    assert is_refused(env.verdict(s["access_token"]))
+
+
+def test_a_period_is_at_most_a_year(act):
+    with raises_sqlstate("23514"):
+        act.set_rule("too_many_sessions", period="2 years")
+    act.set_rule("too_many_sessions", period="1 year")
+    act.env.create(_uid(), user_agent=UA, ip=HOME)
