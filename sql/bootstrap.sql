@@ -1,8 +1,9 @@
 -- Tables and roles of pg_session_auth. Runs before the generated function definitions.
 
 -- The extension's schema must be a superuser's: whoever owns it could rename it and put tables
--- of their own where the extension looks for its keys, revocations and rules. CREATE EXTENSION
--- adopts an `auth` schema that exists already; one of another role is refused.
+-- of their own where the extension looks for its keys, revocations and rules; whoever may
+-- create objects in it could shadow its functions. CREATE EXTENSION adopts an `auth` schema
+-- that exists already; one of another role, or where another role may create, is refused.
 do $$
 begin
     if not exists (select from pg_catalog.pg_namespace as n
@@ -11,6 +12,16 @@ begin
         raise exception 'schema auth must be owned by a superuser'
             using errcode = '42501',
                   hint = 'Drop that schema, or make a superuser its owner (ALTER SCHEMA auth OWNER TO ...), first.';
+    end if;
+    if exists (select from pg_catalog.pg_namespace as n,
+                      pg_catalog.aclexplode(n.nspacl) as a
+               where n.nspname operator(pg_catalog.=) 'auth'
+                 and a.privilege_type operator(pg_catalog.=) 'CREATE'
+                 and not exists (select from pg_catalog.pg_roles as r
+                                 where r.oid operator(pg_catalog.=) a.grantee and r.rolsuper)) then
+        raise exception 'only superusers may create objects in schema auth'
+            using errcode = '42501',
+                  hint = 'REVOKE CREATE ON SCHEMA auth FROM the other roles (and PUBLIC) first.';
     end if;
 end
 $$;

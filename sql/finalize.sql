@@ -178,8 +178,8 @@ alter table auth.activity_rules enable replica trigger activity_rules_invalidate
 
 -- A custom rule's function takes the event and says whether the rule fires; it runs with
 -- the rights of the role that wrote the row (a superuser, e.g. restoring a dump, may name
--- another), which must own the function (or have its owner's privileges): whoever can
--- replace the function's body can act with no rights beyond their own. Inserting a built-in
+-- another), which must own the function: whoever can replace the function's body can act
+-- with no rights beyond their own. Temporary functions are refused. Inserting a built-in
 -- rule that exists (a restore does) sets its action and thresholds instead.
 create function auth.activity_rule_written() returns trigger
     language plpgsql
@@ -215,16 +215,31 @@ begin
             raise exception 'the function of an activity rule takes (event jsonb) and returns boolean'
                 using errcode = '22023';
         end if;
+        if exists (
+            select from pg_catalog.pg_proc as p
+            join pg_catalog.pg_namespace as n on n.oid operator(pg_catalog.=) p.pronamespace
+            where p.oid operator(pg_catalog.=) new.function::pg_catalog.oid
+              and (n.nspname operator(pg_catalog.~) '^pg_(toast_)?temp_'
+                   or n.oid operator(pg_catalog.=) pg_catalog.pg_my_temp_schema())) then
+            raise exception 'the function of an activity rule cannot be a temporary one'
+                using errcode = '22023';
+        end if;
         -- (A disabled rule never runs: it may always be turned off.)
         if new.enabled and not exists (
             select from pg_catalog.pg_proc as p
             where p.oid operator(pg_catalog.=) new.function::pg_catalog.oid
-              and pg_catalog.pg_has_role(new.run_as::pg_catalog.oid, p.proowner, 'USAGE')) then
+              and p.proowner operator(pg_catalog.=) new.run_as::pg_catalog.oid) then
             raise exception 'the function of an activity rule must be owned by the role it runs as (%)', new.run_as
                 using errcode = '42501';
         end if;
-        if new.enabled and not pg_catalog.has_function_privilege(
-            new.run_as::pg_catalog.oid, new.function::pg_catalog.oid, 'execute') then
+        if new.enabled and not (
+            pg_catalog.has_function_privilege(
+                new.run_as::pg_catalog.oid, new.function::pg_catalog.oid, 'execute')
+            and pg_catalog.has_schema_privilege(
+                new.run_as::pg_catalog.oid,
+                (select p.pronamespace from pg_catalog.pg_proc as p
+                 where p.oid operator(pg_catalog.=) new.function::pg_catalog.oid),
+                'usage')) then
             raise exception 'permission denied to run % for an activity rule', new.function
                 using errcode = '42501';
         end if;

@@ -17,7 +17,7 @@ use crate::activity::stats::{self, Stat};
 use crate::cache::{self, GenerationCache, Source};
 use crate::errors::{raise, Failure};
 use crate::pg::owner_spi::{self, text_arg};
-use crate::pg::roles;
+use crate::pg::{roles, transaction};
 
 pub const RULES_TABLE: &str = "activity_rules";
 
@@ -189,9 +189,8 @@ fn refuse_rule(rule: &str, why: &str) -> ! {
 }
 
 /// The role a custom rule runs as, checked at each call (memberships change without a
-/// change of the rules): it exists, is still an admin (or a superuser), and has the
-/// privileges of the function's owner (who could otherwise replace the function's body and
-/// act with `run_as`'s rights).
+/// change of the rules): it exists, is still an admin (or a superuser), and owns the
+/// function (anyone else who could replace the function's body would act with its rights).
 fn checked_run_as(
     rule: &str,
     run_as: Option<pg_sys::Oid>,
@@ -209,11 +208,9 @@ fn checked_run_as(
             "the role it runs as is no longer a member of session_auth_admin",
         );
     }
-    if !function_owner.is_some_and(|owner| roles::has_privileges_of(run_as, owner)) {
-        refuse_rule(
-            rule,
-            "its function is owned by a role whose privileges it does not have",
-        );
+    // Exactly its owner: whoever can replace the function's body must be the role it runs as.
+    if function_owner != Some(run_as) {
+        refuse_rule(rule, "its function is not owned by the role it runs as");
     }
     run_as
 }
@@ -398,8 +395,18 @@ fn custom_rules(rules: &Rules, event: &Event<'_>, fired: &mut Vec<Fired>) {
             custom.call,
             checked_run_as(&rule.name, custom.run_as, custom.function_owner),
         );
-        let verdict = owner_spi::select(Some(run_as), call, &[text_arg(&argument)], |row| {
-            row.get::<bool>(0)
+        // Read-only, and in a subtransaction: whatever the function raises becomes this
+        // rule's 55000, never an error a caller could mistake for another (a forged 28000).
+        let verdict = transaction::try_in_subtransaction(|| {
+            transaction::read_only(|| {
+                owner_spi::select(Some(run_as), call, &[text_arg(&argument)], |row| {
+                    row.get::<bool>(0)
+                })
+            })
+        })
+        .unwrap_or_else(|message| {
+            let shown: String = message.chars().take(200).collect();
+            refuse_rule(&rule.name, &format!("its function failed: {shown}"))
         });
         if verdict.first() == Some(&Some(true)) {
             fire(rule, json!({ "function": true }), fired);

@@ -61,3 +61,44 @@ pub fn in_subtransaction<R>(body: impl FnOnce() -> R, keep: impl FnOnce(&R) -> b
         }
     }
 }
+
+/// Runs `body` in a subtransaction of its own, kept when it succeeds; an error inside it rolls
+/// the subtransaction back and comes back as its message instead of being raised (a Rust
+/// panic that is not a PostgreSQL error is raised on).
+pub fn try_in_subtransaction<R>(body: impl FnOnce() -> R) -> Result<R, String> {
+    use pgrx::pg_sys::panic::CaughtError;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        in_subtransaction(body, |_| true)
+    }));
+    let payload = match outcome {
+        Ok(result) => return Ok(result),
+        Err(payload) => payload,
+    };
+    // The error's data was copied and the error state flushed when it crossed into Rust.
+    match payload.downcast::<CaughtError>() {
+        Ok(caught) => match *caught {
+            CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
+                Err(report.message().to_owned())
+            }
+            panic @ CaughtError::RustPanic { .. } => panic.rethrow(),
+        },
+        Err(other) => std::panic::resume_unwind(other),
+    }
+}
+
+/// Runs `body` as in a read-only transaction: any write it attempts (in functions it calls,
+/// too) fails with `25006`. The setting is restored however `body` ends.
+pub fn read_only<R>(body: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: a backend-global flag, restored to what it was.
+            unsafe { pg_sys::XactReadOnly = self.0 };
+        }
+    }
+    // SAFETY: as above; the executor checks it before every write.
+    let _restore = Restore(unsafe { pg_sys::XactReadOnly });
+    // SAFETY: as above.
+    unsafe { pg_sys::XactReadOnly = true };
+    body()
+}

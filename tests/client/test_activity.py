@@ -1736,6 +1736,25 @@ def test_first_sign_in_of_a_user_raises_nothing(act):
 # -- an adversarial review's findings, reproduced -------------------------------------------
 
 
+def test_create_extension_refuses_an_auth_schema_where_others_may_create(act):
+    """Whoever may create objects in it could shadow the extension's functions."""
+    pg = act.pg
+    pg.sql("drop database if exists open_auth with (force)")
+    pg.sql("create database open_auth")
+    try:
+        su = pg.connect("postgres", dbname="open_auth")
+        su.execute("create schema auth")
+        su.execute(f"grant create on schema auth to {APP_USER}")
+        with raises_sqlstate("42501", "only superusers may create objects in schema auth"):
+            su.execute("create extension pg_session_auth")
+        su.execute(f"revoke create on schema auth from {APP_USER}")
+        su.execute("create extension pg_session_auth")
+        su.close()
+    finally:
+        pg.close_connections()
+        pg.sql("drop database if exists open_auth with (force)")
+
+
 def test_create_extension_refuses_an_auth_schema_of_another_role(act):
     """Its owner could rename it and put tables of their own (a rules table naming a
     superuser's rights) where the extension looks for its own."""
@@ -1775,7 +1794,7 @@ def test_a_custom_rule_runs_only_a_function_its_role_owns(act):
     # Given away later: sign-ins stop (55000) rather than run another role's code as key_admin.
     env.pg.sql(f"alter function {fn} owner to {APP_USER}")
     with raises_sqlstate("55000", 'pg_session_auth: activity rule "owned" cannot run: its '
-                         "function is owned by a role whose privileges it does not have"):
+                         "function is not owned by the role it runs as"):
         env.create(_uid(), user_agent=UA, ip=HOME)
     act.set_rule("owned", enabled=False)
     env.create(_uid(), user_agent=UA, ip=HOME)
@@ -1883,3 +1902,53 @@ def test_a_period_is_at_most_a_year(act):
         act.set_rule("too_many_sessions", period="2 years")
     act.set_rule("too_many_sessions", period="1 year")
     act.env.create(_uid(), user_agent=UA, ip=HOME)
+
+
+def test_a_superusers_rule_runs_only_a_function_the_superuser_owns(act):
+    """A superuser who names a function another role owns would give that role a
+    superuser's rights the next time it replaced the function's body."""
+    env = act.env
+    env.pg.sql(f"grant create on schema public to {APP_USER}")
+    app = env.pg.connect(APP_USER)
+    app.execute("create or replace function public.lent(event jsonb) returns boolean "
+                "language sql as $$ select false $$")
+    env.pg.sql(f"revoke create on schema public from {APP_USER}")
+    su = env.pg.connect("postgres")
+    with raises_sqlstate("42501", "the function of an activity rule must be owned by the role "
+                         "it runs as (postgres)"):
+        su.execute("insert into auth.activity_rules (rule, action, function) "
+                   "values ('lent', 'log', 'public.lent(jsonb)')")
+    env.pg.sql("drop function public.lent(jsonb)")
+
+
+@pytest.mark.parametrize("body, message", [
+    ("insert into public.rule_writes values (1); return false;",
+     "cannot execute INSERT in a read-only transaction"),
+    ("raise exception 'refused' using errcode = '28000'; return false;", "refused"),
+    ("return 1 / 0 > 0;", "division by zero"),
+])
+def test_a_custom_rule_cannot_write_and_its_errors_are_55000(act, body, message):
+    """Rule functions run read-only; whatever they raise is the rule's 55000, never another
+    SQLSTATE (a forged 28000 refusal, an XX000)."""
+    env = act.env
+    env.pg.sql("create table if not exists public.rule_writes (n int)")
+    env.pg.sql(f"grant insert on public.rule_writes to {KEY_ADMIN}")
+    admin = act.admin()
+    admin.execute(f"""create or replace function public.misbehaves(event jsonb) returns boolean
+                      language plpgsql volatile as $$ begin {body} end $$""")
+    add_custom_rule(act, "misbehaves", "log", "public.misbehaves(jsonb)")
+    with raises_sqlstate("55000", 'pg_session_auth: activity rule "misbehaves" cannot run: '
+                         f"its function failed: {message}"):
+        env.create(_uid(), user_agent=UA, ip=HOME)
+    assert env.pg.sql("select count(*) from public.rule_writes") == [(0,)]
+    act.set_rule("misbehaves", enabled=False)
+    env.create(_uid(), user_agent=UA, ip=HOME)
+
+
+def test_a_temporary_function_cannot_be_a_rule(act):
+    admin = act.admin()
+    admin.execute("create function pg_temp.fleeting(event jsonb) returns boolean "
+                  "language sql as $$ select false $$")
+    with raises_sqlstate("22023", "the function of an activity rule cannot be a temporary one"):
+        admin.execute("insert into auth.activity_rules (rule, action, function) "
+                      "values ('fleeting', 'log', 'pg_temp.fleeting(jsonb)')")
