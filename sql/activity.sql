@@ -68,6 +68,8 @@ select pg_catalog.pg_extension_config_dump('auth.activity_rules', '');
 
 -- Devices (user agents) and networks each user signed in from, for new_device and
 -- new_network. auth.purge_audit_events() forgets what was last seen before the retention.
+-- last_seen_at moves at most once a day, and has no index (only the purge reads it), so a
+-- returning user's sign-in rewrites nothing, or a row in place.
 create table auth.known_sign_ins (
     user_id text not null,
     issuer text not null default '',
@@ -78,7 +80,6 @@ create table auth.known_sign_ins (
     primary key (user_id, issuer, kind, value)
 );
 comment on table auth.known_sign_ins is 'Devices and networks each user signed in from (pg_session_auth new_device / new_network rules).';
-create index known_sign_ins_last_seen_at on auth.known_sign_ins (last_seen_at);
 revoke all on table auth.known_sign_ins from public;
 grant select on table auth.known_sign_ins to session_auth_admin;
 select pg_catalog.pg_extension_config_dump('auth.known_sign_ins', '');
