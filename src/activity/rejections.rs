@@ -9,7 +9,7 @@ use pg_session_auth_core::activity::Window;
 use serde_json::json;
 
 use crate::activity::memory::{self, load, store, Memory, ENTRY_WORDS, RING_ENTRIES, WINDOWS};
-use crate::activity::rules::{self, Event, Fired, FAILED_REFRESHES, USE_AFTER_SIGN_OUT};
+use crate::activity::rules::{self, Event, FAILED_REFRESHES, USE_AFTER_SIGN_OUT};
 use crate::activity::stats::{self, Stat, REFRESH_REASONS, TOKEN_REASONS};
 use crate::activity::{actions, client_ip};
 use crate::gucs;
@@ -265,12 +265,6 @@ fn count_for_rules(memory: &Memory, refused: &Refused<'_>, at: i64) {
     let Some(count) = count_in_window(memory, key, at, rule.period, rule.threshold) else {
         return;
     };
-    stats::count(Stat::RuleFired(
-        rules::BUILT_IN_RULES
-            .iter()
-            .position(|name| *name == rule_name)
-            .unwrap_or(0),
-    ));
     let event = Event {
         kind: if rule_name == FAILED_REFRESHES {
             "refresh"
@@ -286,12 +280,10 @@ fn count_for_rules(memory: &Memory, refused: &Refused<'_>, at: i64) {
         previous_user_agent: None,
         aal: "",
     };
-    let fired = [Fired {
-        rule: rule_name.to_owned(),
-        action: rule.action,
-        signal: json!({ "count": count, "threshold": rule.threshold,
-                        "period_seconds": rule.period / 1_000_000 }),
-    }];
+    let fired = [
+        rule.fired(json!({ "count": count, "threshold": rule.threshold,
+                        "period_seconds": rule.period / 1_000_000 })),
+    ];
     let events = actions::events(&event, &fired);
     crate::durable::write_independently(crate::durable::Writes {
         ending: None,

@@ -76,6 +76,16 @@ impl Rule {
             .position(|name| *name == self.name)
             .map_or(Stat::CustomRuleFired, Stat::RuleFired)
     }
+
+    /// The rule fires on `signal`: counted (`rules.<rule>`), with its action.
+    pub fn fired(&self, signal: Value) -> Fired {
+        stats::count(self.counter());
+        Fired {
+            rule: self.name.clone(),
+            action: self.action,
+            signal,
+        }
+    }
 }
 
 /// The enabled rules.
@@ -224,12 +234,7 @@ pub struct Fired {
 }
 
 fn fire(rule: &Rule, signal: Value, fired: &mut Vec<Fired>) {
-    stats::count(rule.counter());
-    fired.push(Fired {
-        rule: rule.name.clone(),
-        action: rule.action,
-        signal,
-    });
+    fired.push(rule.fired(signal));
 }
 
 /// A sign-in or refresh (or a failure), as the rules see it.

@@ -562,13 +562,10 @@ fn theft(event: &Event<'_>) -> Outcome {
     let rules = rules::rules();
     let fired: Vec<Fired> = rules
         .built_in(rules::REFRESH_TOKEN_REUSED)
-        .map(|rule| {
-            stats::count(Stat::RuleFired(0));
-            Fired {
-                rule: rule.name.clone(),
-                action: Action::Revoke,
-                signal: json!({ "cause": "theft" }),
-            }
+        .map(|rule| Fired {
+            // Whatever the row says, a theft ends the session (its CHECK says so too).
+            action: Action::Revoke,
+            ..rule.fired(json!({ "cause": "theft" }))
         })
         .into_iter()
         .collect();
